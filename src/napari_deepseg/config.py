@@ -1,0 +1,146 @@
+"""Configuration records for training; frozen so a run cannot change under its own feet."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+
+class Optimizer(str, Enum):
+    ADAM = "adam"
+    ADAMW = "adamw"
+    SGD = "sgd"
+
+
+class Schedule(str, Enum):
+    CONSTANT = "constant"
+    COSINE = "cosine"
+    STEP = "step"
+
+
+class Loss(str, Enum):
+    CROSS_ENTROPY = "ce"
+    CROSS_ENTROPY_DICE = "ce_dice"
+
+
+class Precision(str, Enum):
+    AUTO = "auto"  # bf16 autocast on CPUs with AMX/AVX512-BF16, mixed fp16/bf16 on CUDA, else fp32
+    FP32 = "fp32"
+    BF16 = "bf16"
+
+
+@dataclass(frozen=True)
+class AugmentationConfig:
+    """Joint image + mask augmentation. A strength of 0 (or ``False``) turns an augmentation off.
+
+    The defaults suit both fluorescence and H&E tiles.
+    """
+
+    flips: bool = True
+    rot90: bool = True
+    rotation_degrees: float = 15.0
+    scale: float = 0.15  # zoom factor drawn from [1 - scale, 1 + scale]
+    brightness: float = 0.15  # additive shift, in units of the normalised intensity range
+    contrast: float = 0.15  # multiplicative factor drawn from [1 - contrast, 1 + contrast]
+    hue: float = 0.03  # RGB images only, as torchvision's adjust_hue factor (max 0.5)
+    saturation: float = 0.15  # RGB images only
+    noise_std: float = 0.03  # gaussian noise, in units of the normalised intensity range
+
+    def __post_init__(self) -> None:
+        for name in ("rotation_degrees", "scale", "brightness", "contrast", "hue", "saturation", "noise_std"):
+            value = getattr(self, name)
+            if not value >= 0:
+                raise ValueError(f"augmentation {name} must be >= 0, got {value!r}")
+        if self.scale >= 1:
+            raise ValueError(f"augmentation scale must be < 1, got {self.scale!r}")
+        if self.hue > 0.5:
+            raise ValueError(f"augmentation hue must be <= 0.5, got {self.hue!r}")
+
+    @classmethod
+    def disabled(cls) -> AugmentationConfig:
+        return cls(flips=False, rot90=False, rotation_degrees=0, scale=0, brightness=0,
+                   contrast=0, hue=0, saturation=0, noise_std=0)
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Everything that defines a training run; stored in the model file.
+
+    ``encoder=None`` takes the architecture's default encoder. ``device="auto"`` picks
+    CUDA, then MPS, then CPU.
+    """
+
+    architecture: str = "unet"
+    encoder: str | None = None
+    pretrained: bool = True
+    iterations: int = 500
+    batch_size: int = 4
+    patch_size: int = 256
+    learning_rate: float | None = None  # None: the architecture's default (1e-3; FCN-8s 1e-4)
+    optimizer: Optimizer = Optimizer.ADAM
+    weight_decay: float = 1e-4
+    schedule: Schedule = Schedule.COSINE
+    loss: Loss = Loss.CROSS_ENTROPY
+    dice_weight: float = 0.5
+    class_balancing: bool = False
+    labelled_patch_fraction: float = 0.9  # share of patches centred on a labelled pixel
+    validation_fraction: float = 0.1
+    validation_interval: int = 50
+    seed: int = 0
+    device: str = "auto"
+    precision: Precision = Precision.AUTO
+    augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
+
+    def __post_init__(self) -> None:
+        # Accept plain strings (CLI, JSON) for the enum fields.
+        for name, enum in (("optimizer", Optimizer), ("schedule", Schedule), ("loss", Loss),
+                           ("precision", Precision)):
+            object.__setattr__(self, name, _as_enum(enum, name, getattr(self, name)))
+        if isinstance(self.augmentation, dict):
+            object.__setattr__(self, "augmentation", AugmentationConfig(**self.augmentation))
+        for name in ("iterations", "batch_size", "patch_size", "validation_interval"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.patch_size < 32:
+            raise ValueError(f"patch_size must be at least 32 pixels, got {self.patch_size}")
+        if self.learning_rate is not None and not self.learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if not 0 <= self.validation_fraction < 1:
+            raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
+        if not 0 <= self.labelled_patch_fraction <= 1:
+            raise ValueError(
+                f"labelled_patch_fraction must be in [0, 1], got {self.labelled_patch_fraction!r}")
+        if self.weight_decay < 0 or self.dice_weight < 0:
+            raise ValueError("weight_decay and dice_weight must be >= 0")
+
+    def replace(self, **changes: Any) -> TrainingConfig:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (enums as their string values)."""
+        out = dataclasses.asdict(self)
+        for key, value in out.items():
+            if isinstance(value, Enum):
+                out[key] = value.value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrainingConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        return cls(**data)
+
+
+def _as_enum(enum: type[Enum], name: str, value: Any) -> Enum:
+    if isinstance(value, enum):
+        return value
+    try:
+        return enum(value)
+    except ValueError:
+        choices = ", ".join(repr(m.value) for m in enum)  # type: ignore[attr-defined]
+        raise ValueError(f"{name} must be one of {choices}, got {value!r}") from None

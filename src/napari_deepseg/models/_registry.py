@@ -1,0 +1,99 @@
+"""Architectures are registered by name and built through one function.
+
+Every registered builder returns an ``nn.Module`` whose forward maps images
+(N, C, H, W) of any H and W to logits (N, K, H, W) at input size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from collections.abc import Callable
+from pathlib import Path
+
+from torch import nn
+
+Builder = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ArchitectureSpec:
+    name: str
+    display_name: str
+    encoders: tuple[str, ...]
+    default_encoder: str
+    hint: str  # one line for users choosing between architectures
+    builder: Builder
+    default_learning_rate: float = 1e-3
+
+
+_ARCHITECTURES: dict[str, ArchitectureSpec] = {}
+
+
+def register_architecture(
+    name: str,
+    *,
+    display_name: str,
+    encoders: tuple[str, ...],
+    default_encoder: str,
+    hint: str,
+    default_learning_rate: float = 1e-3,
+) -> Callable[[Builder], Builder]:
+    """Decorator that adds a builder to the registry; a duplicate name is an error."""
+    if default_encoder not in encoders:
+        raise ValueError(f"default encoder {default_encoder!r} is not among {encoders}")
+
+    def decorate(builder: Builder) -> Builder:
+        if name in _ARCHITECTURES:
+            raise ValueError(f"architecture {name!r} is already registered")
+        _ARCHITECTURES[name] = ArchitectureSpec(name, display_name, tuple(encoders), default_encoder,
+                                                hint, builder, default_learning_rate)
+        return builder
+
+    return decorate
+
+
+def available_architectures() -> list[str]:
+    """Names of the registered architectures, the default (``unet``) first, then sorted."""
+    _load_builtin_architectures()
+    return sorted(_ARCHITECTURES, key=lambda n: (n != "unet", n))
+
+
+def architecture_spec(name: str) -> ArchitectureSpec:
+    _load_builtin_architectures()
+    try:
+        return _ARCHITECTURES[name]
+    except KeyError:
+        known = ", ".join(available_architectures())
+        raise ValueError(f"unknown architecture {name!r}; available: {known}") from None
+
+
+def build_model(
+    architecture: str,
+    *,
+    num_classes: int,
+    in_channels: int,
+    encoder: str | None = None,
+    pretrained: bool = False,
+    weights_path: str | Path | None = None,
+) -> nn.Module:
+    """Build a registered architecture.
+
+    ``pretrained=True`` loads ImageNet encoder weights when they are available offline
+    (``weights_path`` or the torch hub cache) and otherwise warns once and starts from scratch.
+    """
+    spec = architecture_spec(architecture)
+    encoder = encoder or spec.default_encoder
+    if encoder not in spec.encoders:
+        choices = ", ".join(spec.encoders)
+        raise ValueError(f"encoder {encoder!r} is not available for {architecture}; choose one of {choices}")
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    if in_channels < 1:
+        raise ValueError(f"in_channels must be >= 1, got {in_channels}")
+    return spec.builder(num_classes=num_classes, in_channels=in_channels, encoder=encoder,
+                        pretrained=pretrained, weights_path=weights_path)
+
+
+def _load_builtin_architectures() -> None:
+    # Importing the modules runs their @register_architecture decorators.
+    from . import deeplabv3plus, fcn8s, unet  # noqa: F401

@@ -1,0 +1,109 @@
+"""DeepLabv3+ (Chen et al. 2018) on a dilated ResNet (output stride 16).
+
+Atrous spatial pyramid pooling with an image-level branch gathers context at several scales;
+a light decoder fuses it with 1/4 features, so only two up-sampling steps are needed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._blocks import ConvBNReLU, crop, pad_to_multiple, upsample_like
+from ._registry import register_architecture
+from .encoders import Encoder, build_encoder
+
+ASPP_RATES: tuple[int, int, int] = (6, 12, 18)
+ASPP_CHANNELS = 256
+LOW_LEVEL_CHANNELS = 48
+
+
+class ASPPConv(ConvBNReLU):
+    def __init__(self, in_channels: int, out_channels: int, dilation: int) -> None:
+        super().__init__(in_channels, out_channels, kernel_size=3, dilation=dilation)
+
+
+class ASPPPooling(nn.Sequential):
+    # No BatchNorm here, unlike torchvision: on a 1x1 pooled map it fails in training with batch 1.
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__(
+            nn.AdaptiveAvgPool2d(1),
+            nn.Conv2d(in_channels, out_channels, 1),
+            nn.ReLU(inplace=True),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(super().forward(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+class ASPP(nn.Module):
+    def __init__(self, in_channels: int, rates: tuple[int, ...] = ASPP_RATES,
+                 out_channels: int = ASPP_CHANNELS) -> None:
+        super().__init__()
+        branches: list[nn.Module] = [ConvBNReLU(in_channels, out_channels, kernel_size=1)]
+        branches += [ASPPConv(in_channels, out_channels, rate) for rate in rates]
+        branches.append(ASPPPooling(in_channels, out_channels))
+        self.convs = nn.ModuleList(branches)
+        self.project = nn.Sequential(
+            ConvBNReLU(len(branches) * out_channels, out_channels, kernel_size=1),
+            nn.Dropout(0.5),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(torch.cat([branch(x) for branch in self.convs], dim=1))
+
+
+class DeepLabV3Plus(nn.Module):
+    """DeepLabv3+: logits (N, K, H, W) at input size for images (N, C, H, W) of any size.
+
+    The input is padded to a multiple of ``size_divisor``, and to at least twice that, and the
+    logits are cropped back.
+    """
+
+    size_divisor: int = 32
+
+    def __init__(self, encoder: Encoder, num_classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.aspp = ASPP(encoder.out_channels[-1])
+        # layer1 (1/4) provides the low-level detail.
+        self.low_level_index = encoder.reductions.index(4)
+        self.low_level_project = ConvBNReLU(
+            encoder.out_channels[self.low_level_index], LOW_LEVEL_CHANNELS, kernel_size=1)
+        self.decoder = nn.Sequential(
+            ConvBNReLU(ASPP_CHANNELS + LOW_LEVEL_CHANNELS, ASPP_CHANNELS),
+            ConvBNReLU(ASPP_CHANNELS, ASPP_CHANNELS),
+        )
+        self.classifier = nn.Conv2d(ASPP_CHANNELS, num_classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, box = pad_to_multiple(x, self.size_divisor, min_size=2 * self.size_divisor)
+        features = self.encoder(x)
+        low_level = self.low_level_project(features[self.low_level_index])
+        context = upsample_like(self.aspp(features[-1]), low_level)
+        logits = self.classifier(self.decoder(torch.cat([context, low_level], dim=1)))
+        return crop(upsample_like(logits, x), box)
+
+
+@register_architecture(
+    "deeplabv3plus",
+    display_name="DeepLabv3+",
+    encoders=("resnet50", "resnet34", "resnet101"),
+    default_encoder="resnet50",
+    hint="Large, size-varying regions; more context, smoother boundaries, faster.",
+)
+def deeplabv3plus(
+    *,
+    num_classes: int,
+    in_channels: int,
+    encoder: str = "resnet50",
+    pretrained: bool = False,
+    weights_path: str | Path | None = None,
+) -> DeepLabV3Plus:
+    """Build a DeepLabv3+; see :func:`napari_deepseg.models.build_model` for the arguments."""
+    backbone = build_encoder(encoder, in_channels=in_channels, pretrained=pretrained,
+                             weights_path=weights_path, dilate_last_stage=True)
+    return DeepLabV3Plus(backbone, num_classes)

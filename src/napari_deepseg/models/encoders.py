@@ -1,0 +1,275 @@
+"""Encoders: torchvision VGG16 / VGG16-BN / ResNet backbones returning a feature map per stage.
+
+ImageNet weights are used only when they are on disk (an explicit file or the torch hub cache);
+nothing is ever downloaded. An encoder whose weights are missing warns once and starts from scratch.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+from torchvision.models import (
+    ResNet34_Weights,
+    ResNet50_Weights,
+    ResNet101_Weights,
+    VGG16_BN_Weights,
+    VGG16_Weights,
+    WeightsEnum,
+    resnet34,
+    resnet50,
+    resnet101,
+)
+from torchvision.models.resnet import ResNet
+from torchvision.models.vgg import cfgs, make_layers
+
+ENCODERS: tuple[str, ...] = ("vgg16", "vgg16_bn", "resnet34", "resnet50", "resnet101")
+
+# Hub-cache candidates per encoder, in order of preference (torchvision's DEFAULT first).
+_WEIGHTS: dict[str, tuple[WeightsEnum, ...]] = {
+    "vgg16": (VGG16_Weights.IMAGENET1K_V1,),
+    "vgg16_bn": (VGG16_BN_Weights.IMAGENET1K_V1,),
+    "resnet34": (ResNet34_Weights.IMAGENET1K_V1,),
+    "resnet50": (ResNet50_Weights.IMAGENET1K_V2, ResNet50_Weights.IMAGENET1K_V1),
+    "resnet101": (ResNet101_Weights.IMAGENET1K_V2, ResNet101_Weights.IMAGENET1K_V1),
+}
+_RESNETS = {"resnet34": resnet34, "resnet50": resnet50, "resnet101": resnet101}
+
+# Encoders already warned about, so a session that builds many models warns once.
+_warned_encoders: set[str] = set()
+
+
+class Encoder(nn.Module):
+    """Runs ``stages`` in sequence and returns every stage's output, shallow to deep.
+
+    Attributes
+    ----------
+    out_channels
+        Channels of each returned feature map.
+    reductions
+        Down-sampling factor of each returned feature map relative to the input.
+    """
+
+    def __init__(self, stages: list[nn.Module], out_channels: tuple[int, ...],
+                 reductions: tuple[int, ...]) -> None:
+        super().__init__()
+        self.stages = nn.ModuleList(stages)
+        self.out_channels = out_channels
+        self.reductions = reductions
+
+    @property
+    def first_conv(self) -> nn.Conv2d:
+        return next(m for m in self.modules() if isinstance(m, nn.Conv2d))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features = []
+        for stage in self.stages:
+            x = stage(x)
+            features.append(x)
+        return features
+
+
+class VGGEncoder(Encoder):
+    """VGG16 conv blocks; outputs before each max-pool: 64@1/1, 128@1/2, 256@1/4, 512@1/8, 512@1/16."""
+
+    def __init__(self, features: nn.Sequential) -> None:
+        stages: list[nn.Module] = []
+        current: list[nn.Module] = []
+        for layer in features:
+            if isinstance(layer, nn.MaxPool2d) and current:
+                stages.append(nn.Sequential(*current))
+                current = []
+            current.append(layer)
+        # `current` now holds only pool5, which is dropped: FCN-8s pools by itself and U-Net stops at 1/16.
+        super().__init__(stages, (64, 128, 256, 512, 512), (1, 2, 4, 8, 16))
+
+
+class ResNetEncoder(Encoder):
+    """ResNet stem (1/2), layer1 (1/4), layer2 (1/8), layer3 (1/16), layer4 (1/32, or 1/16 dilated)."""
+
+    def __init__(self, resnet: ResNet, dilated_last_stage: bool) -> None:
+        expansion = resnet.layer1[0].expansion
+        stages = [
+            nn.Sequential(resnet.conv1, resnet.bn1, resnet.relu),
+            nn.Sequential(resnet.maxpool, resnet.layer1),
+            resnet.layer2,
+            resnet.layer3,
+            resnet.layer4,
+        ]
+        widths = (64, 64 * expansion, 128 * expansion, 256 * expansion, 512 * expansion)
+        super().__init__(stages, widths, (2, 4, 8, 16, 16 if dilated_last_stage else 32))
+
+
+def build_encoder(
+    name: str,
+    *,
+    in_channels: int,
+    pretrained: bool = False,
+    weights_path: str | Path | None = None,
+    dilate_last_stage: bool = False,
+) -> Encoder:
+    """Build an encoder, optionally with ImageNet weights, for images with ``in_channels`` channels.
+
+    Parameters
+    ----------
+    name
+        One of :data:`ENCODERS`.
+    in_channels
+        Image channels; the RGB first convolution is adapted (see :func:`adapt_rgb_weight`).
+    pretrained
+        Load ImageNet weights from ``weights_path`` or else the torch hub cache. When neither
+        exists, warn once per encoder and start from scratch. ``weights_path`` is ignored otherwise.
+    weights_path
+        A torchvision state dict file for this encoder's full torchvision model.
+    dilate_last_stage
+        ResNet only: output stride 16, with the last stage at stride 1 and dilation 2 (DeepLab).
+
+    Raises
+    ------
+    ValueError
+        For an unknown encoder, or a weights file that is corrupt or belongs to another model.
+    FileNotFoundError
+        When ``weights_path`` is given but does not exist.
+    """
+    _check_encoder(name)
+    loaded = _pretrained_state_dict(name, weights_path) if pretrained else None
+    if name.startswith("vgg"):
+        if dilate_last_stage:
+            raise ValueError("dilate_last_stage is only supported for ResNet encoders")
+        # Only the convolutional part is built: the full VGG's 120M-parameter classifier would cost
+        # about 0.5 GB and a second of initialisation per model, only to be thrown away.
+        features = make_layers(cfgs["D"], batch_norm=name == "vgg16_bn")
+        if loaded is None:
+            _init_like_torchvision_vgg(features)
+        else:
+            state, path = loaded
+            prefix = "features."
+            _load(features, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, path)
+        features[0] = adapt_first_conv(features[0], in_channels, pretrained=loaded is not None)
+        return VGGEncoder(features)
+
+    # BasicBlock (resnet34) refuses dilation in torchvision, so that one is dilated by hand below.
+    bottleneck_dilation = dilate_last_stage and name != "resnet34"
+    resnet = _RESNETS[name](weights=None, replace_stride_with_dilation=[False, False, bottleneck_dilation])
+    if loaded is not None:
+        _load(resnet, *loaded)
+    if dilate_last_stage and name == "resnet34":
+        _dilate_basic_layer(resnet.layer4, dilation=2)
+    resnet.conv1 = adapt_first_conv(resnet.conv1, in_channels, pretrained=loaded is not None)
+    return ResNetEncoder(resnet, dilated_last_stage=dilate_last_stage)
+
+
+def adapt_rgb_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """Turn an RGB convolution weight (O, 3, kH, kW) into one for ``in_channels`` inputs.
+
+    One channel gets the sum over RGB, so a grey image that was replicated to RGB gives the same
+    response. Other counts repeat the RGB weights cyclically, scaled by 3 / C to keep the output
+    scale (the timm convention).
+    """
+    if in_channels == 1:
+        return weight.sum(dim=1, keepdim=True)
+    index = torch.arange(in_channels) % weight.shape[1]
+    return weight[:, index] * (weight.shape[1] / in_channels)
+
+
+def adapt_first_conv(conv: nn.Conv2d, in_channels: int, *, pretrained: bool) -> nn.Conv2d:
+    """Return ``conv`` for ``in_channels`` inputs: adapted weights if pretrained, else freshly initialised."""
+    if conv.in_channels == in_channels:
+        return conv
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,  # type: ignore[arg-type]
+                    padding=conv.padding, dilation=conv.dilation, bias=conv.bias is not None)  # type: ignore[arg-type]
+    with torch.no_grad():
+        if pretrained:
+            new.weight.copy_(adapt_rgb_weight(conv.weight, in_channels))
+        else:
+            # Same initialisation torchvision gives its VGG and ResNet convolutions.
+            nn.init.kaiming_normal_(new.weight, mode="fan_out", nonlinearity="relu")
+        if new.bias is not None:
+            new.bias.copy_(conv.bias if pretrained else torch.zeros_like(new.bias))  # type: ignore[arg-type]
+    return new
+
+
+def weights_cache_paths(encoder: str) -> list[Path]:
+    """Torch hub cache files that hold ImageNet weights for ``encoder``, most preferred first."""
+    _check_encoder(encoder)
+    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
+    return [checkpoints / Path(w.url).name for w in _WEIGHTS[encoder]]
+
+
+def pretrained_weights_available(encoder: str) -> bool:
+    """Whether ImageNet weights for ``encoder`` are in the torch hub cache (no download is tried).
+
+    Parameters
+    ----------
+    encoder
+        One of :data:`ENCODERS`.
+    """
+    return any(path.is_file() for path in weights_cache_paths(encoder))
+
+
+def _check_encoder(name: str) -> None:
+    if name not in ENCODERS:
+        raise ValueError(f"unknown encoder {name!r}; available: {', '.join(ENCODERS)}")
+
+
+def _pretrained_state_dict(
+    encoder: str, weights_path: str | Path | None
+) -> tuple[dict[str, torch.Tensor], Path] | None:
+    if weights_path is not None:
+        path = Path(weights_path)
+        if not path.is_file():
+            raise FileNotFoundError(f"weights file {path} for the {encoder} encoder does not exist")
+    else:
+        candidates = weights_cache_paths(encoder)
+        found = next((p for p in candidates if p.is_file()), None)
+        if found is None:
+            if encoder not in _warned_encoders:
+                _warned_encoders.add(encoder)
+                warnings.warn(
+                    f"Pretrained ImageNet weights for the {encoder} encoder are not available offline, so "
+                    f"training starts from scratch. To use them, download {_WEIGHTS[encoder][0].url} and "
+                    f"save it as {candidates[0]}",
+                    UserWarning, stacklevel=5)  # stacklevel 5 is the caller of build_model
+            return None
+        path = found
+    return _read_state_dict(path), path
+
+
+def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types for damaged files
+        raise ValueError(f"weights file {path} could not be read: {error}") from error
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"weights file {path} does not hold a state dict of tensors")
+    return state
+
+
+def _load(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as error:
+        raise ValueError(f"weights file {path} does not match the encoder: {error}") from error
+
+
+def _init_like_torchvision_vgg(features: nn.Sequential) -> None:
+    for m in features.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+def _dilate_basic_layer(layer: nn.Sequential, dilation: int) -> None:
+    # Stride 1 everywhere keeps the stage at the previous resolution; dilation keeps its receptive field.
+    for block in layer:
+        for conv in (block.conv1, block.conv2):
+            conv.stride = (1, 1)
+            conv.dilation = (dilation, dilation)
+            conv.padding = (dilation, dilation)
+        if block.downsample is not None:
+            block.downsample[0].stride = (1, 1)

@@ -1,0 +1,90 @@
+"""U-Net (Ronneberger et al. 2015) on a VGG16-BN or ResNet encoder.
+
+Every decoder stage up-samples x2, concatenates the encoder feature map of the same size and
+refines with two 3x3 conv + BN + ReLU; the skips carry the detail that makes it good at small
+structures such as nuclei.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ._blocks import ConvBNReLU, crop, pad_to_multiple, upsample_like
+from ._registry import register_architecture
+from .encoders import Encoder, build_encoder
+
+# Modest widths, deepest first, to keep CPU training fast.
+DECODER_CHANNELS: tuple[int, ...] = (256, 128, 64, 32, 16)
+
+
+class DecoderBlock(nn.Module):
+    def __init__(self, in_channels: int, skip_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.convs = nn.Sequential(
+            ConvBNReLU(in_channels + skip_channels, out_channels),
+            ConvBNReLU(out_channels, out_channels),
+        )
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor | None) -> torch.Tensor:
+        if skip is None:
+            x = nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
+        else:
+            x = torch.cat([upsample_like(x, skip), skip], dim=1)
+        return self.convs(x)
+
+
+class UNet(nn.Module):
+    """U-Net: logits (N, K, H, W) at input size for images (N, C, H, W) of any size.
+
+    The input is padded to a multiple of ``size_divisor``, and to at least twice that, and the
+    logits are cropped back.
+    """
+
+    size_divisor: int = 32
+
+    def __init__(self, encoder: Encoder, num_classes: int) -> None:
+        super().__init__()
+        self.encoder = encoder
+        # One block per skip (deepest feature excluded), then skip-less blocks up to full resolution.
+        skips = list(encoder.out_channels[:-1])[::-1]
+        skips += [0] * int(math.log2(encoder.reductions[0]))
+        widths = DECODER_CHANNELS[: len(skips)]
+        in_widths = (encoder.out_channels[-1], *widths[:-1])
+        self.decoder = nn.ModuleList(
+            DecoderBlock(cin, cskip, cout) for cin, cskip, cout in zip(in_widths, skips, widths, strict=True))
+        self.head = nn.Conv2d(widths[-1], num_classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # At least 2 divisors per side so the 1/32 BatchNorms see > 1 value even for one tiny patch.
+        x, box = pad_to_multiple(x, self.size_divisor, min_size=2 * self.size_divisor)
+        features = self.encoder(x)
+        skips: list[torch.Tensor | None] = list(features[:-1])[::-1]
+        y = features[-1]
+        for i, block in enumerate(self.decoder):
+            y = block(y, skips[i] if i < len(skips) else None)
+        return crop(self.head(y), box)
+
+
+@register_architecture(
+    "unet",
+    display_name="U-Net",
+    encoders=("vgg16_bn", "resnet34", "resnet50"),
+    default_encoder="vgg16_bn",
+    hint="Fine structures such as nuclei; detailed, the default.",
+)
+def unet(
+    *,
+    num_classes: int,
+    in_channels: int,
+    encoder: str = "vgg16_bn",
+    pretrained: bool = False,
+    weights_path: str | Path | None = None,
+) -> UNet:
+    """Build a U-Net; see :func:`napari_deepseg.models.build_model` for the arguments."""
+    backbone = build_encoder(encoder, in_channels=in_channels, pretrained=pretrained,
+                             weights_path=weights_path)
+    return UNet(backbone, num_classes)
