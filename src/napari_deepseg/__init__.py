@@ -1,0 +1,27 @@
+"""napari-deepseg: train semantic-segmentation networks from sparse strokes.
+
+The public API below never imports Qt or napari; the widgets live in ``napari_deepseg._qt``.
+"""
+
+from __future__ import annotations
+
+__version__ = "0.1.0"
+
+from .config import AugmentationConfig, TrainingConfig
+from .models import available_architectures
+from .prediction import CompactProbabilities, apply_threshold
+from .segmentation_model import SegmentationModel
+from .training import Trainer, TrainingProgress, ValidationMetrics
+
+__all__ = [
+    "AugmentationConfig",
+    "CompactProbabilities",
+    "SegmentationModel",
+    "Trainer",
+    "TrainingConfig",
+    "TrainingProgress",
+    "ValidationMetrics",
+    "apply_threshold",
+    "available_architectures",
+    "__version__",
+]

@@ -1,0 +1,89 @@
+"""Device and numeric-precision choices shared by training and prediction."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sys
+from collections.abc import Iterator
+
+import torch
+
+from .config import Precision
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` picks CUDA, then Apple MPS, then the CPU; anything else is passed to torch."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        mps = getattr(torch.backends, "mps", None)
+        if mps is not None and mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise ValueError(f"unknown device {name!r}; use 'auto', 'cpu', 'cuda' or 'mps'") from err
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device 'cuda' was asked for but no CUDA GPU is available")
+    return device
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """True on CPUs with native bf16 matrix units (AMX-BF16 or AVX512-BF16).
+
+    Older AVX512 CPUs emulate bf16 and are slower than fp32 there, so they do not count.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision: Precision | str, device: torch.device) -> torch.dtype:
+    """The autocast dtype to use, or ``torch.float32`` for none."""
+    precision = Precision(precision)
+    if precision is Precision.FP32:
+        return torch.float32
+    if precision is Precision.BF16:
+        if device.type == "mps":
+            raise ValueError("bf16 precision is not supported on MPS; use 'fp32'")
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return torch.bfloat16
+    return torch.float32
+
+
+def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager[None]:
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def use_channels_last(device: torch.device, dtype: torch.dtype) -> bool:
+    # channels_last pays off with oneDNN bf16 kernels and cuDNN tensor cores; neutral-to-worse otherwise.
+    return dtype != torch.float32 and device.type in ("cpu", "cuda")
+
+
+@contextlib.contextmanager
+def eval_mode(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Put a module in eval mode and restore its previous mode afterwards (a preview mid-training)."""
+    was_training = module.training
+    module.eval()
+    try:
+        yield module
+    finally:
+        module.train(was_training)

@@ -1,0 +1,233 @@
+"""Tiled prediction with smooth blending, and the minimum-probability threshold.
+
+Tiles are processed one row of tiles at a time and each finished band of image rows is
+handed to a sink, so memory is bounded by the tile batch, one band and the sink's output.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ._device import autocast, eval_mode, use_channels_last
+from .data.layout import SliceView
+from .data.normalisation import Normalisation
+
+# Called with (slice index, first row, probabilities of shape (K, rows, W)) for each finished band.
+BandSink = Callable[[int, int, np.ndarray], None]
+ProgressCallback = Callable[[int, int], None]  # (tiles done, tiles total)
+
+
+@dataclass(frozen=True)
+class TilingOptions:
+    """``tile_size`` pixels per side (images smaller than a tile are predicted whole),
+    ``overlap`` pixels shared by neighbouring tiles, ``batch_size`` tiles per forward pass."""
+
+    tile_size: int = 512
+    overlap: int = 128
+    batch_size: int = 4
+
+    def __post_init__(self) -> None:
+        if self.tile_size < 32:
+            raise ValueError(f"tile_size must be at least 32, got {self.tile_size}")
+        if not 0 <= self.overlap < self.tile_size:
+            raise ValueError(f"overlap must be in [0, tile_size), got {self.overlap} for tile {self.tile_size}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+
+
+def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Start offsets covering ``length``; the last tile is aligned to the end so none leaves the image."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    starts.append(length - tile)
+    return starts
+
+
+def blend_weights(tile: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
+    """1D blending weight of a tile: 1 in its core, a raised-cosine ramp across the overlap.
+
+    The outer quarter of the overlap at an inner edge gets weight 0, so pixels whose view was
+    cut by the tile border never count when a neighbour saw them whole; at the image border
+    the weight stays 1 because no other tile exists there.
+    """
+    w = np.ones(tile, dtype=np.float64)
+    if overlap > 0:
+        margin = overlap // 4
+        ramp_len = max(overlap - 2 * margin, 1)
+        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(ramp_len) + 0.5) / ramp_len)
+        edge = np.concatenate([np.zeros(margin), ramp])[:tile]
+        if not at_start:
+            w[: edge.size] = np.minimum(w[: edge.size], edge)
+        if not at_end:
+            w[tile - edge.size:] = np.minimum(w[tile - edge.size:], edge[::-1])
+    return w
+
+
+def predict_bands(
+    module: torch.nn.Module,
+    view: SliceView,
+    normalisation: Normalisation,
+    num_classes: int,
+    sink: BandSink,
+    *,
+    tiling: TilingOptions = TilingOptions(),
+    device: torch.device = torch.device("cpu"),
+    dtype: torch.dtype = torch.float32,
+    progress: ProgressCallback | None = None,
+    should_stop: Callable[[], bool] | None = None,
+) -> None:
+    """Run the network over every slice of ``view`` tile by tile and feed finished bands to ``sink``."""
+    data = view.data
+    num_slices, _, height, width = data.shape
+    th, tw = min(tiling.tile_size, height), min(tiling.tile_size, width)
+    ys, xs = tile_starts(height, th, tiling.overlap), tile_starts(width, tw, tiling.overlap)
+    total = num_slices * len(ys) * len(xs)
+    done = 0
+    channels_last = use_channels_last(device, dtype)
+    wx = [blend_weights(tw, tiling.overlap, i == 0, i == len(xs) - 1) for i in range(len(xs))]
+    with eval_mode(module), torch.inference_mode():
+        for s in range(num_slices):
+            band = np.zeros((num_classes, th, width), np.float32)
+            weight = np.zeros((th, width), np.float32)
+            for row, y0 in enumerate(ys):
+                wy = blend_weights(th, tiling.overlap, row == 0, row == len(ys) - 1)
+                tiles = [(x0, np.asarray(data[s, :, y0:y0 + th, x0:x0 + tw])) for x0 in xs]
+                for x0, probs in _forward_tiles(module, tiles, normalisation, tiling.batch_size,
+                                                device, dtype, channels_last):
+                    w2 = np.outer(wy, wx[xs.index(x0)]).astype(np.float32)
+                    band[:, :, x0:x0 + tw] += probs * w2
+                    weight[:, x0:x0 + tw] += w2
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+                    if should_stop is not None and should_stop():
+                        raise InterruptedError("prediction was cancelled")
+                # Rows above the next tile row are final: emit them and slide the band down.
+                next_y = ys[row + 1] if row + 1 < len(ys) else y0 + th
+                finished = next_y - y0
+                sink(s, y0, band[:, :finished] / weight[None, :finished])
+                band = np.concatenate([band[:, finished:], np.zeros((num_classes, finished, width), np.float32)],
+                                      axis=1)
+                weight = np.concatenate([weight[finished:], np.zeros((finished, width), np.float32)])
+
+
+def _forward_tiles(module, tiles, normalisation, batch_size, device, dtype,
+                   channels_last) -> Iterator[tuple[int, np.ndarray]]:
+    for start in range(0, len(tiles), batch_size):
+        chunk = tiles[start:start + batch_size]
+        batch = torch.from_numpy(np.stack([normalisation.apply(t) for _, t in chunk]))
+        batch = batch.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        with autocast(device, dtype):
+            logits = module(batch)
+        probs = logits.float().softmax(dim=1).cpu().numpy()
+        for (x0, _), p in zip(chunk, probs):
+            yield x0, p
+
+
+def predict_probabilities(module, view: SliceView, normalisation: Normalisation, num_classes: int,
+                          **kwargs) -> np.ndarray:
+    """Float32 probabilities (K, *leading_shape, H, W) for a whole image."""
+    num_slices, _, height, width = view.data.shape
+    out = np.empty((num_classes, num_slices, height, width), np.float32)
+
+    def write(s: int, y0: int, band: np.ndarray) -> None:
+        out[:, s, y0:y0 + band.shape[1]] = band
+
+    predict_bands(module, view, normalisation, num_classes, write, **kwargs)
+    return out.reshape(num_classes, *view.leading_shape, height, width)
+
+
+@dataclass(frozen=True)
+class CompactProbabilities:
+    """What the threshold needs, one byte per pixel each: the most probable class (1..K) and
+    its probability quantised to 0..255 (steps of 1/255).
+
+    Thresholding this is a single comparison per pixel, fast enough for a slider on 4096x4096.
+    """
+
+    best_class: np.ndarray  # uint8 (or uint16 when K > 255), values 1..K
+    best_probability: np.ndarray  # uint8, round(p * 255)
+    num_classes: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.best_class.shape
+
+    @classmethod
+    def empty(cls, shape: tuple[int, ...], num_classes: int) -> CompactProbabilities:
+        class_dtype = np.uint8 if num_classes < 256 else np.uint16
+        return cls(np.zeros(shape, class_dtype), np.zeros(shape, np.uint8), num_classes)
+
+    @classmethod
+    def from_probabilities(cls, probabilities: np.ndarray) -> CompactProbabilities:
+        probabilities = _check_probabilities(probabilities)
+        out = cls.empty(probabilities.shape[1:], probabilities.shape[0])
+        out.write(probabilities, ())
+        return out
+
+    def write(self, probabilities: np.ndarray, index: tuple) -> None:
+        """Store float probabilities (K, ...) at ``index`` of the spatial arrays."""
+        best = probabilities.argmax(axis=0)  # first maximum wins a tie: the lower class
+        top = np.take_along_axis(probabilities, best[None], axis=0)[0]
+        self.best_class[index] = best + 1
+        self.best_probability[index] = np.rint(np.clip(top, 0, 1) * 255)
+
+
+def predict_compact(module, view: SliceView, normalisation: Normalisation, num_classes: int,
+                    **kwargs) -> CompactProbabilities:
+    """Like :func:`predict_probabilities` but keeps only the compact result (2 bytes per pixel)."""
+    num_slices, _, height, width = view.data.shape
+    out = CompactProbabilities.empty((num_slices, height, width), num_classes)
+
+    def write(s: int, y0: int, band: np.ndarray) -> None:
+        out.write(band, (s, slice(y0, y0 + band.shape[1])))
+
+    predict_bands(module, view, normalisation, num_classes, write, **kwargs)
+    shape = (*view.leading_shape, height, width)
+    return CompactProbabilities(out.best_class.reshape(shape), out.best_probability.reshape(shape),
+                                num_classes)
+
+
+def apply_threshold(probabilities: np.ndarray | CompactProbabilities, min_probability: float) -> np.ndarray:
+    """Labels from probabilities: each pixel gets its most probable class 1..K if that probability
+    is at least ``min_probability``, else 0 (unclassified).
+
+    ``probabilities`` is float (K, ...) as returned by ``predict_proba``, or a
+    :class:`CompactProbabilities` (then compared at its 1/255 resolution). ``min_probability=0``
+    classifies every pixel. Ties go to the lower class number. Returns uint8 (uint16 for K > 255).
+    """
+    if isinstance(min_probability, bool) or not isinstance(min_probability, (int, float, np.number)):
+        raise TypeError(f"min_probability must be a number in [0, 1], got {type(min_probability).__name__}")
+    if not 0.0 <= float(min_probability) <= 1.0:
+        raise ValueError(f"min_probability must be in [0, 1], got {min_probability!r}")
+    if isinstance(probabilities, CompactProbabilities):
+        level = math.ceil(float(min_probability) * 255 - 1e-9)
+        if level <= 0:
+            return probabilities.best_class.copy()
+        keep = probabilities.best_probability >= level
+        return np.where(keep, probabilities.best_class, 0).astype(probabilities.best_class.dtype)
+    probabilities = _check_probabilities(probabilities)
+    num_classes = probabilities.shape[0]
+    best = probabilities.argmax(axis=0)
+    labels = (best + 1).astype(np.uint8 if num_classes < 256 else np.uint16)
+    if min_probability > 0:
+        top = np.take_along_axis(probabilities, best[None], axis=0)[0]
+        labels[top < min_probability] = 0
+    return labels
+
+
+def _check_probabilities(probabilities: np.ndarray) -> np.ndarray:
+    probabilities = np.asarray(probabilities)
+    if probabilities.ndim < 2 or probabilities.shape[0] < 1 or probabilities.size == 0:
+        raise ValueError(
+            f"probabilities must have shape (K, ...) with at least one class, got {probabilities.shape}")
+    if not np.issubdtype(probabilities.dtype, np.floating):
+        raise TypeError(f"probabilities must be floating point, got {probabilities.dtype}")
+    return probabilities

@@ -1,0 +1,170 @@
+"""A trained network together with everything needed to use it on new images."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ._device import resolve_device, resolve_precision
+from .config import Precision, TrainingConfig
+from .data.layout import SliceView, to_slices
+from .data.normalisation import Normalisation
+from .prediction import (
+    CompactProbabilities,
+    ProgressCallback,
+    TilingOptions,
+    apply_threshold,
+    predict_compact,
+    predict_probabilities,
+)
+
+
+class SegmentationModel:
+    """A network plus its metadata: architecture, classes, input channels, normalisation, history.
+
+    Parameters
+    ----------
+    module
+        The network; maps (N, C, H, W) to logits (N, K, H, W).
+    architecture, encoder
+        Registry names, used to rebuild the network when loading.
+    num_classes
+        K; class ``k`` of the labels is output channel ``k - 1``.
+    normalisation
+        Per-channel intensity normalisation measured on the training images.
+    class_names
+        Optional names for classes 1..K.
+    config
+        The training configuration of the latest run.
+    history
+        One dict per finished training iteration (see ``TrainingProgress.to_dict``).
+    """
+
+    def __init__(
+        self,
+        module: torch.nn.Module,
+        *,
+        architecture: str,
+        encoder: str,
+        num_classes: int,
+        normalisation: Normalisation,
+        class_names: Sequence[str] | None = None,
+        config: TrainingConfig | None = None,
+        history: list[dict[str, Any]] | None = None,
+    ) -> None:
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(f"{len(class_names)} class names given for {num_classes} classes")
+        self.module = module
+        self.architecture = architecture
+        self.encoder = encoder
+        self.num_classes = num_classes
+        self.normalisation = normalisation
+        self.class_names = tuple(class_names) if class_names else tuple(
+            f"class {k}" for k in range(1, num_classes + 1))
+        self.config = config or TrainingConfig(architecture=architecture, encoder=encoder)
+        self.history = list(history or [])
+
+    @property
+    def in_channels(self) -> int:
+        return self.normalisation.in_channels
+
+    @property
+    def iterations_trained(self) -> int:
+        return int(self.history[-1]["iteration"]) if self.history else 0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+    def summary(self) -> str:
+        """One line for people: architecture, classes, channels and training so far."""
+        last = self.history[-1] if self.history else None
+        trained = (f"{self.iterations_trained} iterations, last loss {last['loss']:.3g}"
+                   if last and last.get("loss") is not None else "untrained")
+        return (f"{self.architecture} ({self.encoder}), {self.num_classes} classes "
+                f"[{', '.join(self.class_names)}], {self.in_channels} input channel(s), {trained}")
+
+    def view(self, image: Any, channel_axis: int | None = None) -> SliceView:
+        """The image as (S, C, H, W) slices with the channel handling used in training."""
+        shape = tuple(np.shape(image))
+        if channel_axis is None and self.in_channels == 1 and len(shape) == 3 and shape[-1] in (3, 4):
+            raise ValueError(f"the model was trained on 1-channel images but this image looks like RGB(A) "
+                             f"(shape {shape}); a stack of grey slices must have its stack axis first")
+        view = to_slices(image, channel_axis=channel_axis, in_channels=self.in_channels)
+        channels = view.data.shape[1]
+        if channels != self.in_channels:
+            raise ValueError(
+                f"the model was trained on images with {self.in_channels} channel(s) but this image "
+                f"has {channels} (shape {tuple(np.shape(image))})")
+        if view.data.shape[2] == 0 or view.data.shape[3] == 0:
+            raise ValueError(f"the image is empty (shape {tuple(np.shape(image))})")
+        return view
+
+    def _prediction_kwargs(self, tile_size: int, overlap: int, batch_size: int, device: str | None,
+                           precision: Precision | str, progress: ProgressCallback | None,
+                           should_stop: Callable[[], bool] | None) -> dict[str, Any]:
+        target = resolve_device(device) if device else self.device
+        self.module.to(target)
+        return dict(tiling=TilingOptions(tile_size, overlap, batch_size), device=target,
+                    dtype=resolve_precision(precision, target), progress=progress, should_stop=should_stop)
+
+    def predict_proba(
+        self,
+        image: Any,
+        *,
+        channel_axis: int | None = None,
+        tile_size: int = 512,
+        overlap: int = 128,
+        batch_size: int = 4,
+        device: str | None = None,
+        precision: Precision | str = Precision.AUTO,
+        progress: ProgressCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> np.ndarray:
+        """Per-class probabilities, float32 of shape (K, *spatial): (K, H, W) for a 2D image,
+        (K, Z, H, W) for a stack (predicted slice by slice). Tiled with overlap and smooth blending."""
+        view = self.view(image, channel_axis)
+        kwargs = self._prediction_kwargs(tile_size, overlap, batch_size, device, precision, progress,
+                                         should_stop)
+        return predict_probabilities(self.module, view, self.normalisation, self.num_classes, **kwargs)
+
+    def predict_compact(
+        self,
+        image: Any,
+        *,
+        channel_axis: int | None = None,
+        tile_size: int = 512,
+        overlap: int = 128,
+        batch_size: int = 4,
+        device: str | None = None,
+        precision: Precision | str = Precision.AUTO,
+        progress: ProgressCallback | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> CompactProbabilities:
+        """Like :meth:`predict_proba` but returns the compact (2 bytes/pixel) result that
+        :func:`apply_threshold` re-thresholds instantly; never holds the float probabilities whole."""
+        view = self.view(image, channel_axis)
+        kwargs = self._prediction_kwargs(tile_size, overlap, batch_size, device, precision, progress,
+                                         should_stop)
+        return predict_compact(self.module, view, self.normalisation, self.num_classes, **kwargs)
+
+    def predict(self, image: Any, *, min_probability: float = 0.0, **kwargs: Any) -> np.ndarray:
+        """Labels 0..K: the most probable class where its probability reaches ``min_probability``."""
+        return apply_threshold(self.predict_compact(image, **kwargs), min_probability)
+
+    def save(self, path: str | Path) -> Path:
+        """Write one self-describing file (safetensors weights + JSON metadata, no pickle)."""
+        from .model_file import save_model
+
+        return save_model(self, path)
+
+    @classmethod
+    def load(cls, path: str | Path, *, device: str = "cpu") -> SegmentationModel:
+        """Read a file written by :meth:`save`; never executes code from the file."""
+        from .model_file import load_model
+
+        return load_model(path, device=device)

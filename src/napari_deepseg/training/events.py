@@ -1,0 +1,68 @@
+"""Progress records yielded by the training loop, one per iteration."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+@dataclass(frozen=True)
+class ValidationMetrics:
+    """Scores on the held-out labelled pixels; per-class tuples are ordered class 1..K.
+
+    A class with no held-out pixel and no prediction has IoU/Dice ``nan``.
+    """
+
+    loss: float
+    error_rate: float
+    iou: tuple[float, ...]
+    dice: tuple[float, ...]
+
+    @property
+    def mean_iou(self) -> float:
+        values = [v for v in self.iou if not math.isnan(v)]
+        return sum(values) / len(values) if values else math.nan
+
+    @property
+    def mean_dice(self) -> float:
+        values = [v for v in self.dice if not math.isnan(v)]
+        return sum(values) / len(values) if values else math.nan
+
+
+@dataclass(frozen=True)
+class TrainingProgress:
+    """State after one finished iteration.
+
+    ``iteration`` counts from 1 and keeps counting when training continues from a saved model;
+    ``error_rate`` is the share of labelled pixels in the batch that were misclassified.
+    """
+
+    iteration: int
+    last_iteration: int  # the iteration this run will end at
+    loss: float
+    error_rate: float
+    learning_rate: float
+    elapsed_seconds: float
+    samples_per_second: float
+    validation: ValidationMetrics | None = None
+
+    @property
+    def fraction_done(self) -> float:
+        return self.iteration / self.last_iteration if self.last_iteration else 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly (NaN becomes ``None``) record for the model's training history."""
+        out = asdict(self)
+        del out["last_iteration"]
+        if self.validation is not None:
+            out["validation"] = {k: _json_number(v) for k, v in asdict(self.validation).items()}
+        return {k: _json_number(v) for k, v in out.items()}
+
+
+def _json_number(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, (tuple, list)):
+        return [_json_number(v) for v in value]
+    return value

@@ -1,0 +1,46 @@
+import numpy as np
+import pytest
+import tifffile
+
+from napari_deepseg import SegmentationModel
+from napari_deepseg.cli import main
+
+
+@pytest.fixture()
+def files(tmp_path, fluo_crop):
+    image, labels = fluo_crop
+    tifffile.imwrite(tmp_path / "image.tif", image)
+    tifffile.imwrite(tmp_path / "labels.tif", labels)
+    return tmp_path
+
+
+def test_train_then_predict(files, capsys):
+    model = files / "model.safetensors"
+    assert main(["train", "--image", str(files / "image.tif"), "--labels", str(files / "labels.tif"),
+                 "--iterations", "3", "--patch-size", "64", "--batch-size", "2", "--no-pretrained",
+                 "--validation-fraction", "0", "--class-names", "background,nucleus",
+                 "--output", str(model)]) == 0
+    loaded = SegmentationModel.load(model)
+    assert loaded.class_names == ("background", "nucleus") and loaded.iterations_trained == 3
+    out = files / "pred.tif"
+    probs = files / "probs.tif"
+    assert main(["predict", "--model", str(model), "--image", str(files / "image.tif"), "--output", str(out),
+                 "--probabilities", str(probs), "--min-probability", "0.9", "--precision", "fp32"]) == 0
+    labels = tifffile.imread(out)
+    p = tifffile.imread(probs)
+    assert labels.shape == (64, 64) and p.shape == (2, 64, 64)
+    expected = np.where(p.max(0) >= 0.9, p.argmax(0) + 1, 0)
+    assert np.mean(labels == expected) > 0.999  # at most quantisation-step differences
+    assert "wrote labels" in capsys.readouterr().out
+
+
+def test_bad_input_exits_non_zero_with_a_message(files, capsys):
+    code = main(["train", "--image", str(files / "image.tif"), "--labels", str(files / "missing.tif"),
+                 "--output", str(files / "m.safetensors")])
+    assert code == 1
+    assert "missing.tif" in capsys.readouterr().err
+    (files / "junk.safetensors").write_bytes(b"not a model")
+    code = main(["predict", "--model", str(files / "junk.safetensors"), "--image", str(files / "image.tif"),
+                 "--output", str(files / "o.tif")])
+    assert code == 1
+    assert "junk.safetensors" in capsys.readouterr().err

@@ -1,0 +1,97 @@
+import pickle
+
+import numpy as np
+import pytest
+import torch
+
+from napari_deepseg import SegmentationModel, Trainer
+from napari_deepseg.model_file import ModelFileError
+
+from .conftest import fast_config
+
+
+@pytest.fixture(scope="module")
+def trained(fluo_crop) -> SegmentationModel:
+    image, labels = fluo_crop
+    trainer = Trainer(image, labels, fast_config(iterations=3), class_names=("background", "nucleus"))
+    for _ in trainer.run():
+        pass
+    return trainer.model
+
+
+def test_save_load_reproduces_predictions_exactly(trained, fluo_crop, tmp_path):
+    image, _ = fluo_crop
+    path = trained.save(tmp_path / "model.safetensors")
+    loaded = SegmentationModel.load(path)
+    assert (loaded.architecture, loaded.encoder, loaded.num_classes, loaded.in_channels) == (
+        trained.architecture, trained.encoder, 2, 1)
+    assert loaded.class_names == ("background", "nucleus")
+    assert loaded.history == trained.history and len(loaded.history) == 3
+    assert loaded.config == trained.config
+    assert loaded.normalisation == trained.normalisation
+    a = trained.predict_proba(image, precision="fp32")
+    b = loaded.predict_proba(image, precision="fp32")
+    np.testing.assert_array_equal(a, b)
+
+
+class _Payload:
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_payload_is_refused_and_never_runs(tmp_path):
+    marker = tmp_path / "payload-ran"
+    payload = _Payload()
+    payload.marker = marker
+    for path in (tmp_path / "evil.safetensors", tmp_path / "evil.pt"):
+        with open(path, "wb") as f:
+            pickle.dump({"state_dict": payload}, f)
+        with pytest.raises(ModelFileError, match=str(path.name)):
+            SegmentationModel.load(path)
+    torch.save({"x": payload}, tmp_path / "torch.pt")
+    with pytest.raises(ModelFileError, match="torch.pt"):
+        SegmentationModel.load(tmp_path / "torch.pt")
+    assert not marker.exists()
+
+
+def test_truncated_file_gives_a_clear_error(trained, tmp_path):
+    path = trained.save(tmp_path / "model.safetensors")
+    data = path.read_bytes()
+    for cut in (10, len(data) // 2, len(data) - 1):
+        broken = tmp_path / f"cut{cut}.safetensors"
+        broken.write_bytes(data[:cut])
+        with pytest.raises(ModelFileError, match=f"cut{cut}"):
+            SegmentationModel.load(broken)
+
+
+def test_tampered_weights_are_detected(trained, tmp_path):
+    path = trained.save(tmp_path / "model.safetensors")
+    data = bytearray(path.read_bytes())
+    data[-20] ^= 0xFF  # flip bits inside the last tensor
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="modified or damaged"):
+        SegmentationModel.load(path)
+
+
+def test_foreign_safetensors_file_and_missing_file(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(3)}, tmp_path / "other.safetensors")
+    with pytest.raises(ModelFileError, match="not a napari-deepseg model"):
+        SegmentationModel.load(tmp_path / "other.safetensors")
+    with pytest.raises(FileNotFoundError, match="nothere"):
+        SegmentationModel.load(tmp_path / "nothere.safetensors")
+
+
+def test_saving_replaces_an_existing_file_atomically(trained, tmp_path):
+    path = tmp_path / "model.safetensors"
+    trained.save(path)
+    trained.history.append(dict(trained.history[-1], iteration=99))
+    try:
+        trained.save(path)
+    finally:
+        trained.history.pop()
+    assert SegmentationModel.load(path).iterations_trained == 99
+    assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]

@@ -1,0 +1,145 @@
+import numpy as np
+import pytest
+import torch
+
+from napari_deepseg import CompactProbabilities, apply_threshold
+from napari_deepseg.data.layout import to_slices
+from napari_deepseg.data.normalisation import Normalisation
+from napari_deepseg.models import build_model
+from napari_deepseg.prediction import (
+    TilingOptions,
+    blend_weights,
+    predict_compact,
+    predict_probabilities,
+    tile_starts,
+)
+from napari_deepseg.segmentation_model import SegmentationModel
+
+
+def _probs(values) -> np.ndarray:
+    """(K, N) probabilities from rows of per-pixel class probabilities."""
+    return np.asarray(values, dtype=np.float32).T.reshape(len(values[0]), 1, len(values))
+
+
+def test_threshold_zero_classifies_every_pixel_with_its_most_probable_class():
+    p = _probs([[0.4, 0.35, 0.25], [0.1, 0.1, 0.8], [0.2, 0.5, 0.3]])
+    np.testing.assert_array_equal(apply_threshold(p, 0.0), [[1, 3, 2]])
+
+
+def test_threshold_between_leaves_uncertain_pixels_unclassified():
+    # The seeds' example: 40 % / 35 % / 25 % is unclassified at 50 % and class A at 39 %.
+    p = _probs([[0.4, 0.35, 0.25], [0.1, 0.1, 0.8], [0.2, 0.5, 0.3]])
+    np.testing.assert_array_equal(apply_threshold(p, 0.5), [[0, 3, 2]])
+    np.testing.assert_array_equal(apply_threshold(p, 0.39), [[1, 3, 2]])
+    np.testing.assert_array_equal(apply_threshold(p, 0.8), [[0, 3, 0]])  # >= is inclusive
+
+
+def test_threshold_one_keeps_only_certain_pixels():
+    p = _probs([[1.0, 0.0], [0.999, 0.001], [0.0, 1.0]])
+    np.testing.assert_array_equal(apply_threshold(p, 1.0), [[1, 0, 2]])
+
+
+def test_ties_go_to_the_lower_class():
+    p = _probs([[0.4, 0.4, 0.2], [0.2, 0.4, 0.4]])
+    np.testing.assert_array_equal(apply_threshold(p, 0.0), [[1, 2]])
+    np.testing.assert_array_equal(apply_threshold(CompactProbabilities.from_probabilities(p), 0.0), [[1, 2]])
+
+
+def test_single_class_and_five_classes():
+    one = np.ones((1, 4, 5), np.float32)
+    assert (apply_threshold(one, 0.0) == 1).all() and (apply_threshold(one, 1.0) == 1).all()
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(5, 30, 40))
+    p = (np.exp(logits) / np.exp(logits).sum(0)).astype(np.float32)
+    labels = apply_threshold(p, 0.0)
+    np.testing.assert_array_equal(labels, p.argmax(0) + 1)
+    assert set(np.unique(labels)) <= {1, 2, 3, 4, 5}
+    high = apply_threshold(p, 0.6)
+    np.testing.assert_array_equal(high == 0, p.max(0) < 0.6)
+
+
+def test_compact_result_thresholds_like_the_float_one_at_its_resolution():
+    rng = np.random.default_rng(3)
+    logits = rng.normal(size=(3, 64, 64)) * 2
+    p = (np.exp(logits) / np.exp(logits).sum(0)).astype(np.float32)
+    compact = CompactProbabilities.from_probabilities(p)
+    for t in (0.0, 0.3, 0.5, 0.77, 1.0):
+        exact = apply_threshold(p, t)
+        fast = apply_threshold(compact, t)
+        # Only pixels within one quantisation step of the threshold may differ.
+        differ = exact != fast
+        assert np.all(np.abs(p.max(0)[differ] - t) <= 1 / 255)
+    np.testing.assert_array_equal(apply_threshold(compact, 0.0), p.argmax(0) + 1)
+
+
+def test_threshold_rejects_bad_arguments():
+    p = np.full((2, 3, 3), 0.5, np.float32)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        apply_threshold(p, 1.5)
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        apply_threshold(p, -0.1)
+    with pytest.raises(TypeError, match="floating"):
+        apply_threshold(np.ones((2, 3, 3), np.int64), 0.5)
+
+
+def test_tiles_cover_the_image_and_stay_inside():
+    for length, tile, overlap in [(100, 512, 64), (512, 512, 64), (1000, 256, 64), (1025, 256, 100)]:
+        starts = tile_starts(length, tile, overlap)
+        covered = np.zeros(length, bool)
+        for s in starts:
+            assert 0 <= s and s + min(tile, length) <= length
+            covered[s:s + tile] = True
+        assert covered.all()
+
+
+def test_blend_weights_give_every_pixel_some_weight():
+    length, tile, overlap = 1000, 256, 96
+    starts = tile_starts(length, tile, overlap)
+    total = np.zeros(length)
+    for i, s in enumerate(starts):
+        total[s:s + tile] += blend_weights(tile, overlap, i == 0, i == len(starts) - 1)
+    assert total.min() > 0.0
+
+
+@pytest.fixture(scope="module")
+def unet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_model("unet", num_classes=3, in_channels=1).eval()
+
+
+def test_tiled_equals_untiled_when_overlap_exceeds_the_receptive_field(unet):
+    rng = np.random.default_rng(0)
+    image = rng.normal(size=(448, 416)).astype(np.float32)
+    norm = Normalisation(low=(-2.0,), high=(2.0,))
+    with torch.inference_mode():
+        logits = unet(torch.from_numpy(norm.apply(image[None]))[None])
+    untiled = logits.softmax(1)[0].numpy()
+    tiled = predict_probabilities(unet, to_slices(image), norm, 3,
+                                  tiling=TilingOptions(tile_size=384, overlap=352, batch_size=2))
+    assert tiled.shape == (3, 448, 416) and tiled.dtype == np.float32
+    np.testing.assert_allclose(tiled, untiled, atol=1e-4)
+
+
+def test_compact_streamed_prediction_matches_full_probabilities(unet):
+    rng = np.random.default_rng(1)
+    stack = rng.normal(size=(2, 150, 170)).astype(np.float32)
+    norm = Normalisation(low=(-2.0,), high=(2.0,))
+    tiling = TilingOptions(tile_size=64, overlap=16, batch_size=3)
+    full = predict_probabilities(unet, to_slices(stack), norm, 3, tiling=tiling)
+    compact = predict_compact(unet, to_slices(stack), norm, 3, tiling=tiling)
+    assert full.shape == (3, 2, 150, 170)
+    np.testing.assert_allclose(full.sum(0), 1.0, atol=1e-5)
+    np.testing.assert_array_equal(compact.best_class, full.argmax(0) + 1)
+    np.testing.assert_array_equal(compact.best_probability, np.rint(full.max(0) * 255))
+
+
+def test_prediction_never_outputs_unlabelled_unless_thresholded(unet):
+    model = SegmentationModel(unet, architecture="unet", encoder="vgg16_bn", num_classes=3,
+                              normalisation=Normalisation(low=(0.0,), high=(1.0,)))
+    image = np.random.default_rng(2).random((70, 90)).astype(np.float32)
+    before = image.copy()
+    labels = model.predict(image, tile_size=64, overlap=16, precision="fp32")
+    assert labels.min() >= 1 and labels.max() <= 3
+    np.testing.assert_array_equal(image, before)
+    with pytest.raises(ValueError, match="1-channel images but this image looks like RGB"):
+        model.predict_proba(np.zeros((70, 90, 3), np.float32))
