@@ -78,7 +78,7 @@ class TrainingConfig:
     iterations: int = 500
     batch_size: int = 4
     patch_size: int = 256
-    learning_rate: float | None = None  # None: the architecture's default (1e-3; FCN-8s 1e-4)
+    learning_rate: float | None = None  # None: the architecture's default (1e-3; FCN-8s 3e-4)
     optimizer: Optimizer = Optimizer.ADAM
     weight_decay: float = 1e-4
     schedule: Schedule = Schedule.COSINE

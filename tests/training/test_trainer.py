@@ -22,10 +22,11 @@ def test_overfits_a_real_crop(architecture, fluo_crop):
         # FCN-8s scores a 1/8-resolution grid, which caps it near 93 % on these 10-px nuclei at native
         # scale; at 2x magnification (nuclei ~20 px, a common objective choice) it must overfit too.
         image, labels = (np.kron(a[:48, :48], np.ones((2, 2), a.dtype)) for a in (image, labels))
-    config = fast_config(architecture=architecture, iterations=60, batch_size=2, precision="auto")
+    iterations = 80 if architecture == "fcn8s" else 60  # no BatchNorm in VGG16: a lower LR, more steps
+    config = fast_config(architecture=architecture, iterations=iterations, batch_size=2, precision="auto")
     trainer = Trainer(image, labels, config)
     records = _train(trainer)
-    assert [r.iteration for r in records] == list(range(1, 61))
+    assert [r.iteration for r in records] == list(range(1, iterations + 1))
     assert np.mean([r.loss for r in records[-5:]]) < 0.5 * np.mean([r.loss for r in records[:5]])
     predicted = trainer.model.predict(image, precision="fp32")
     labelled = labels > 0

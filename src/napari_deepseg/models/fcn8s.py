@@ -89,7 +89,7 @@ class FCN8s(nn.Module):
     default_encoder="vgg16",
     hint="Simplest and fastest; coarser boundaries.",
     # VGG16 has no BatchNorm: from scratch, Adam at 1e-3 kills its ReLUs and it predicts one class.
-    default_learning_rate=1e-4,
+    default_learning_rate=3e-4,
 )
 def fcn8s(
     *,
