@@ -16,7 +16,7 @@ def simulate_strokes_multiclass(
     pixel_fraction: float = 0.01,
     stroke_width: int = 3,
     boundary_margin: int = 3,
-    max_stroke_length: int = 60,
+    max_stroke_length: int = 30,
 ) -> np.ndarray:
     """Sparse labels from a dense class map with values ``0..K-1``.
 
@@ -42,7 +42,15 @@ def simulate_strokes_multiclass(
         attempts = 0
         while painted < target and len(candidates) and attempts < 500:
             attempts += 1
-            path = _random_walk(candidates[rng.integers(len(candidates))], inside, rng, max_stroke_length)
+            # Best of a few random starts, farthest from this class's earlier strokes: people spread
+            # their strokes over the image rather than painting one corner.
+            starts = candidates[rng.integers(len(candidates), size=8)]
+            if painted:
+                distance = ndimage.distance_transform_edt(labels != c + 1)
+                start = starts[np.argmax(distance[tuple(np.transpose(starts))])]
+            else:
+                start = starts[0]
+            path = _random_walk(start, inside, rng, max_stroke_length)
             stroke = np.zeros(class_map.shape, bool)
             stroke[tuple(np.transpose(path))] = True
             stroke = ndimage.binary_dilation(stroke, structure=disk) & (class_map == c)
