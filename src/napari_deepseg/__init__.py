@@ -7,6 +7,11 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
+from ._llvm_guard import hide_triton_if_llvm_is_loaded
+
+hide_triton_if_llvm_is_loaded()  # before torch/torchvision are imported below
+
+
 from .config import AugmentationConfig, TrainingConfig
 from .models import available_architectures
 from .prediction import CompactProbabilities, apply_threshold
