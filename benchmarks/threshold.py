@@ -17,7 +17,8 @@ from napari_deepseg import CompactProbabilities, apply_threshold
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--classes", type=int, default=3)
     parser.add_argument("--moves", type=int, default=50)

@@ -87,7 +87,7 @@ def test_tiles_cover_the_image_and_stay_inside():
         starts = tile_starts(length, tile, overlap)
         covered = np.zeros(length, bool)
         for s in starts:
-            assert 0 <= s and s + min(tile, length) <= length
+            assert s >= 0 and s + min(tile, length) <= length
             covered[s:s + tile] = True
         assert covered.all()
 

@@ -25,7 +25,8 @@ OUT = Path(__file__).resolve().parents[2] / "src" / "napari_deepseg" / "sample_d
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data", type=Path, default=Path(__file__).resolve().parents[3] / "shared/data/dsb2018")
+    default_data = Path(__file__).resolve().parents[3] / "shared/data/dsb2018"
+    parser.add_argument("--data", type=Path, default=default_data)
     args = parser.parse_args()
     rng = np.random.default_rng(SEED)
     for name, (folder, prefix) in TILES.items():

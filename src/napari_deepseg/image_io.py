@@ -40,7 +40,8 @@ def write_image(path: str | Path, data: np.ndarray) -> Path:
         tifffile.imwrite(path, data, compression="zlib")
     elif suffix == ".png":
         if data.ndim != 2 or data.dtype not in (np.uint8, np.uint16):
-            raise ValueError(f"PNG output holds 2D 8/16-bit labels only; use .tif for {data.shape} {data.dtype}")
+            raise ValueError(
+                f"PNG output holds 2D 8/16-bit labels only; use .tif for {data.shape} {data.dtype}")
         import imageio.v3 as iio
 
         iio.imwrite(path, data)

@@ -35,7 +35,8 @@ class TilingOptions:
         if self.tile_size < 32:
             raise ValueError(f"tile_size must be at least 32, got {self.tile_size}")
         if not 0 <= self.overlap < self.tile_size:
-            raise ValueError(f"overlap must be in [0, tile_size), got {self.overlap} for tile {self.tile_size}")
+            raise ValueError(
+                f"overlap must be in [0, tile_size), got {self.overlap} for tile {self.tile_size}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -113,8 +114,8 @@ def predict_bands(
                 next_y = ys[row + 1] if row + 1 < len(ys) else y0 + th
                 finished = next_y - y0
                 sink(s, y0, band[:, :finished] / weight[None, :finished])
-                band = np.concatenate([band[:, finished:], np.zeros((num_classes, finished, width), np.float32)],
-                                      axis=1)
+                band = np.concatenate(
+                    [band[:, finished:], np.zeros((num_classes, finished, width), np.float32)], axis=1)
                 weight = np.concatenate([weight[finished:], np.zeros((finished, width), np.float32)])
 
 
@@ -123,7 +124,8 @@ def _forward_tiles(module, tiles, normalisation, batch_size, device, dtype,
     for start in range(0, len(tiles), batch_size):
         chunk = tiles[start:start + batch_size]
         batch = torch.from_numpy(np.stack([normalisation.apply(t) for _, t in chunk]))
-        batch = batch.to(device, memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        batch = batch.to(device, memory_format=memory_format)
         with autocast(device, dtype):
             logits = module(batch)
         probs = logits.float().softmax(dim=1).cpu().numpy()

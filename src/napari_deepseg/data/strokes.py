@@ -78,7 +78,8 @@ def _random_walk(start: np.ndarray, allowed: np.ndarray, rng: np.random.Generato
         angle += rng.normal(0, 0.3)
         position = position + (np.sin(angle), np.cos(angle))
         pixel = np.rint(position).astype(int)
-        if not (0 <= pixel[0] < allowed.shape[0] and 0 <= pixel[1] < allowed.shape[1]) or not allowed[tuple(pixel)]:
+        inside = 0 <= pixel[0] < allowed.shape[0] and 0 <= pixel[1] < allowed.shape[1]
+        if not inside or not allowed[tuple(pixel)]:
             break
         path.append(pixel)
     return np.asarray(path)

@@ -6,8 +6,8 @@ Every registered builder returns an ``nn.Module`` whose forward maps images
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn

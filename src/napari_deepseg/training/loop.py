@@ -85,7 +85,8 @@ class Trainer:
                                  f"{slices[0].shape[0]}")
             num_classes = model.num_classes
         if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{len(class_names)} class names given but the labels have {num_classes} classes")
+            raise ValueError(
+                f"{len(class_names)} class names given but the labels have {num_classes} classes")
 
         torch.manual_seed(config.seed)
         self._rng = np.random.default_rng(config.seed)
@@ -203,7 +204,8 @@ class Trainer:
         tp = confusion.diag().double()
         fp = confusion.sum(0).double() - tp
         fn = confusion.sum(1).double() - tp
-        iou = tuple(float(v) if d > 0 else math.nan for v, d in zip(tp / (tp + fp + fn).clamp(min=1), tp + fp + fn))
+        union = tp + fp + fn
+        iou = tuple(float(v) if d > 0 else math.nan for v, d in zip(tp / union.clamp(min=1), union))
         dice = tuple(float(v) if d > 0 else math.nan
                      for v, d in zip(2 * tp / (2 * tp + fp + fn).clamp(min=1), 2 * tp + fp + fn))
         return ValidationMetrics(

@@ -1,4 +1,7 @@
-"""Losses on sparse labels: label 0 is unlabelled and contributes nothing, classes 1..K map to logits 0..K-1."""
+"""Losses on sparse labels.
+
+Label 0 is unlabelled and contributes nothing; classes 1..K map to logits 0..K-1.
+"""
 
 from __future__ import annotations
 
