@@ -52,12 +52,15 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", required=True, type=Path, help="labels file (.tif or .png)")
     predict.add_argument("--min-probability", type=float, default=0.0,
                          help="pixels whose best class is less probable than this stay 0 (default 0)")
-    predict.add_argument("--probabilities", type=Path, help="also write float32 probabilities (K, ...) as TIFF")
+    predict.add_argument("--probabilities", type=Path,
+                         help="also write float32 probabilities (K, ...) as TIFF")
     _add_prediction_options(predict)
     predict.set_defaults(func=_predict)
 
-    demo = sub.add_parser("demo", help="train on the bundled sample and write the results")
-    demo.add_argument("--headless", action="store_true", help="no viewer: write files only")
+    demo = sub.add_parser("demo", help="the bundled sample in napari, ready to train (--headless: train and "
+                                       "write the results)")
+    demo.add_argument("--headless", action="store_true",
+                      help="no viewer: train, predict and write files (default: open napari, ready to train)")
     demo.add_argument("--sample", choices=("fluorescence", "he"), default="fluorescence")
     demo.add_argument("--output", type=Path, default=Path("deepseg-demo"), help="folder for the results")
     demo.add_argument("--iterations", type=int, default=150)
@@ -126,7 +129,8 @@ def _train(args: argparse.Namespace) -> int:
     from .training import Trainer
 
     if len(args.image) != len(args.labels):
-        raise ValueError(f"give one --labels per --image ({len(args.image)} images, {len(args.labels)} labels)")
+        raise ValueError(
+            f"give one --labels per --image ({len(args.image)} images, {len(args.labels)} labels)")
     images = [read_image(p) for p in args.image]
     labels = [read_image(p) for p in args.labels]
     previous = SegmentationModel.load(args.continue_from) if args.continue_from else None
@@ -161,7 +165,8 @@ def _predict(args: argparse.Namespace) -> int:
             result = model.predict_compact(image, progress=progress, **options)
     labels = apply_threshold(result, args.min_probability)
     write_image(args.output, labels)
-    print(f"wrote labels {labels.shape} with classes {_class_counts(labels, model.class_names)} to {args.output}")
+    counts = _class_counts(labels, model.class_names)
+    print(f"wrote labels {labels.shape} with classes {counts} to {args.output}")
     if args.probabilities:
         write_image(args.probabilities, probabilities)
         print(f"wrote probabilities {probabilities.shape} to {args.probabilities}")
@@ -177,6 +182,8 @@ def _class_counts(labels: np.ndarray, names: Sequence[str]) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
+    if not args.headless:
+        return _show_in_napari(args)
     from . import sample_data
     from .prediction import apply_threshold
     from .training import Trainer
@@ -206,8 +213,6 @@ def _demo(args: argparse.Namespace) -> int:
     print(f"nucleus IoU against the full ground-truth mask (only ~1 % of pixels were painted): {iou:.3f}")
     print(f"results in {out.resolve()}: model.safetensors, labels.tif, probabilities.tif, loss.csv"
           + (", loss.png" if plotted else " (install matplotlib for loss.png)"))
-    if not args.headless:
-        _show_in_napari(image, strokes, labels, probabilities, args.sample)
     return 0
 
 
@@ -257,18 +262,35 @@ def _smooth(values: list[float], alpha: float = 0.1) -> list[float]:
     return out
 
 
-def _show_in_napari(image, strokes, labels, probabilities, sample: str) -> None:
+def _show_in_napari(args: argparse.Namespace) -> int:
+    """napari on the sample (image + strokes) with the Train and Predict widgets docked and the
+    training preset as short as the headless demo; nothing is trained until Start is pressed."""
     try:
         import napari
-    except ImportError:
-        print("napari is not installed with a Qt binding: pip install 'napari-deepseg[all]'", file=sys.stderr)
-        return
+        from qtpy.QtCore import QTimer
+
+        # Load torch (and triton, which it imports) before napari creates its OpenGL context: with
+        # Mesa's LLVM-based drivers a later triton import crashes on clashing LLVM symbols.
+        from ._qt import predict_widget, train_widget  # noqa: F401
+    except ImportError as err:
+        print(f"napari is not installed with a Qt binding ({err}): pip install 'napari-deepseg[all]'",
+              file=sys.stderr)
+        return 1
     viewer = napari.Viewer(title="napari-deepseg demo")
-    viewer.add_image(image, name=f"{sample} sample", rgb=image.ndim == 3)
-    viewer.add_image(probabilities[1], name="nucleus probability", colormap="magma", visible=False)
-    viewer.add_labels(labels, name="prediction", opacity=0.4)
-    viewer.add_labels(strokes, name="strokes")
+    image, strokes = viewer.open_sample("napari-deepseg", "fluorescence_tile" if args.sample == "fluorescence"
+                                        else "he_tile")
+    train_dock, train = viewer.window.add_plugin_dock_widget("napari-deepseg", "Train")
+    viewer.window.add_plugin_dock_widget("napari-deepseg", "Predict", tabify=True)
+    train.set_pairs([(image, strokes)])
+    train.set_config(architecture=args.architecture, iterations=args.iterations, patch_size=128, batch_size=4,
+                     device=args.device, validation_fraction=0.0)
+    viewer.layers.selection.active = strokes  # ready to paint more strokes
+    QTimer.singleShot(0, train_dock.raise_)  # start on the Train tab (once the tab bar exists)
+    QTimer.singleShot(0, viewer.reset_view)  # fit the image once the docks have taken their space
+    print("Press Start in the Train tab; when training ends, Predict in the Predict tab and move the "
+          "minimum-probability slider.")
     napari.run()
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,73 @@
+"""Prediction results as napari layers: one labels layer (and optional probability layers) per input
+image, replaced in place by later predictions and found again through their metadata."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels
+from napari.utils.colormaps import DirectLabelColormap
+
+from ..segmentation_model import SegmentationModel
+from . import layers as layer_io
+
+RESULT_KEY = "deepseg_result"  # metadata of layers we created: "<input layer name> <role>"
+
+
+def find_result(viewer: Any, key: str, kind: type) -> Any:
+    """The layer made earlier for ``key`` if the user has not deleted it (renaming it is fine)."""
+    return next((la for la in viewer.layers if isinstance(la, kind) and la.metadata.get(RESULT_KEY) == key),
+                None)
+
+
+def show_labels(viewer: Any, image: Image, model: SegmentationModel, labels: np.ndarray) -> Labels:
+    """Write ``labels`` (0 unclassified, 1..K) into the result layer of ``image``, creating it if needed.
+
+    Class names go to ``metadata["class_names"]`` and to the features (hovering shows them); colours are
+    those of the training strokes when a labels layer with the same class names is in the viewer.
+    """
+    key = f"{image.name} segmentation"
+    layer = find_result(viewer, key, Labels)
+    if layer is None:
+        layer = viewer.add_labels(labels, name=key, opacity=0.6)
+    else:
+        layer.data = labels
+    layer.metadata.update({RESULT_KEY: key, "class_names": list(model.class_names)})
+    layer.features = {"index": np.arange(model.num_classes + 1),
+                      "class": ["unclassified", *model.class_names]}
+    colormap = training_colormap(viewer, model)
+    if colormap is not None:
+        layer.colormap = colormap
+    _align(layer, image)
+    return layer
+
+
+def show_probabilities(viewer: Any, image: Image, model: SegmentationModel,
+                       probabilities: np.ndarray) -> None:
+    """One float32 image layer per class, ``"<image> P(<class>)"``; only the first is visible."""
+    for k, class_name in enumerate(model.class_names):
+        key = f"{image.name} P({class_name})"
+        layer = find_result(viewer, key, Image)
+        if layer is None:
+            layer = viewer.add_image(probabilities[k], name=key, colormap="magma", contrast_limits=(0, 1),
+                                     visible=k == 0, blending="additive", metadata={RESULT_KEY: key})
+        else:
+            layer.data = probabilities[k]
+        _align(layer, image)
+
+
+def training_colormap(viewer: Any, model: SegmentationModel) -> DirectLabelColormap | None:
+    """The colours of a labels layer with the model's class names (the training strokes), if any."""
+    for layer in viewer.layers:
+        if not isinstance(layer, Labels) or RESULT_KEY in layer.metadata or layer_io.is_preview(layer):
+            continue
+        if layer_io.class_names(layer) == list(model.class_names):
+            colors = layer_io.class_colors(layer, model.num_classes)
+            return DirectLabelColormap(color_dict={None: (0, 0, 0, 0), 0: (0, 0, 0, 0), **colors})
+    return None
+
+
+def _align(layer: Any, image: Image) -> None:
+    if layer.ndim == image.ndim:  # overlay exactly, whatever the image's scale and offset
+        layer.scale, layer.translate = image.scale, image.translate

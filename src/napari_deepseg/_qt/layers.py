@@ -1,0 +1,147 @@
+"""napari layers <-> numpy arrays: one copy per layer, no training logic.
+
+Training images are copied channel-last, ``(..., H, W)`` or ``(..., H, W, C)``, so every pair
+of a run shares one channel convention whatever the layers looked like.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    import napari
+    from napari.layers import Image, Labels, Layer
+
+PREVIEW_METADATA_KEY = "napari_deepseg_preview"  # marks layers this plugin writes its previews to
+
+
+@dataclass(frozen=True)
+class ImageCopy:
+    """A private copy of an image layer's data.
+
+    Attributes
+    ----------
+    data
+        ``(..., H, W)`` without channels, ``(..., H, W, C)`` with channels.
+    channels
+        Whether ``data`` ends with a channel axis.
+    layer_channel_axis
+        The channel axis among the layer's own dimensions (``None`` for RGB layers, whose colour
+        axis is not a layer dimension, and for grey images).
+    """
+
+    data: np.ndarray
+    channels: bool
+    layer_channel_axis: int | None
+
+    @property
+    def spatial_shape(self) -> tuple[int, ...]:
+        return tuple(self.data.shape[:-1] if self.channels else self.data.shape)
+
+    @property
+    def num_channels(self) -> int:
+        return int(self.data.shape[-1]) if self.channels else 1
+
+
+def layer_array(layer: Layer) -> Any:
+    """The full-resolution data of a layer (level 0 of a multiscale pyramid), not copied."""
+    return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def _owned_copy(data: Any) -> np.ndarray:
+    array = np.asarray(data)  # computes dask / zarr into a new array
+    if array is data or (isinstance(data, np.ndarray) and np.may_share_memory(array, data)):
+        array = array.copy()
+    return array
+
+
+def infer_channel_axis(image_shape: tuple[int, ...], labels_shape: tuple[int, ...]) -> int | None:
+    """The image axis whose removal gives the labels' shape (last axis first, then the axes next to
+    ``(H, W)``); ``None`` when both have the same number of dimensions."""
+    ndim = len(image_shape)
+    if ndim != len(labels_shape) + 1:
+        return None
+    for axis in [ndim - 1, *range(ndim - 3, -1, -1), ndim - 2]:
+        if image_shape[:axis] + image_shape[axis + 1:] == tuple(labels_shape):
+            return axis
+    return None
+
+
+def copy_image(layer: Image, *, labels_shape: tuple[int, ...] | None = None,
+               channel_axis: int | None = None) -> ImageCopy:
+    """Copy an image layer once, moving any channel axis last.
+
+    Parameters
+    ----------
+    layer
+        RGB(A) layers keep their colour axis as channels. Otherwise ``channel_axis`` (an axis of the
+        layer data) when given, else the axis inferred from ``labels_shape``, else no channels.
+    labels_shape
+        Shape of the labels painted on this image, used to find a channel axis.
+    channel_axis
+        Explicit channel axis of the layer data (negative allowed).
+    """
+    array = _owned_copy(layer_array(layer))
+    if getattr(layer, "rgb", False):
+        return ImageCopy(array, True, None)
+    axis = channel_axis
+    if axis is None and labels_shape is not None:
+        axis = infer_channel_axis(tuple(array.shape), tuple(labels_shape))
+    if axis is None:
+        return ImageCopy(array, False, None)
+    if not -array.ndim <= axis < array.ndim or array.ndim < 3:
+        raise ValueError(f"channel axis {axis} does not fit layer '{layer.name}' of shape {array.shape}")
+    axis %= array.ndim
+    return ImageCopy(np.moveaxis(array, axis, -1), True, axis)
+
+
+def copy_labels(layer: Labels) -> np.ndarray:
+    """Copy a labels layer's (level 0) data once."""
+    return _owned_copy(layer_array(layer))
+
+
+def class_names(layer: Labels) -> list[str] | None:
+    """Names of classes 1..K stored in ``layer.metadata["class_names"]``, if any."""
+    names = layer.metadata.get("class_names") if isinstance(layer.metadata, dict) else None
+    if not names or isinstance(names, str):
+        return None
+    return [str(n) for n in names]
+
+
+def class_colors(layer: Labels, num_classes: int) -> dict[int, np.ndarray]:
+    """RGBA colour of classes 1..K as the labels layer shows them."""
+    colors = {}
+    for k in range(1, num_classes + 1):
+        color = layer.colormap.map(k)
+        colors[k] = np.asarray(color, dtype=np.float32).reshape(-1)[:4]
+    return colors
+
+
+def is_preview(layer: Layer) -> bool:
+    """Whether ``layer`` is a preview this plugin writes to (not user data)."""
+    return bool(isinstance(layer.metadata, dict) and layer.metadata.get(PREVIEW_METADATA_KEY))
+
+
+def in_viewer(viewer: napari.viewer.Viewer, layer: Layer | None) -> bool:
+    """Whether ``layer`` (the object itself, not a namesake) is still in ``viewer``.
+
+    Widgets opened from the Plugins menu get a proxy of the viewer whose layers are proxies too,
+    so an identity test would always fail there; the layer list's own membership test works.
+    """
+    return layer is not None and layer in viewer.layers
+
+
+def plane_index(layer: Image, point: Any, image: ImageCopy) -> tuple[int, ...]:
+    """Index into ``image.data`` of the 2D plane of ``layer`` shown at the world ``point``.
+
+    ``image`` is the channel-last copy of ``layer``; the result indexes its leading (stack) axes.
+    """
+    coords = [float(c) for c in np.asarray(layer.world_to_data(point)).ravel()]
+    if image.layer_channel_axis is not None:
+        del coords[image.layer_channel_axis]
+    leading = image.spatial_shape[:-2]
+    coords = coords[-len(image.spatial_shape):][:len(leading)]
+    return tuple(int(min(max(round(c), 0), n - 1)) for c, n in zip(coords, leading, strict=False))

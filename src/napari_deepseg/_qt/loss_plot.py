@@ -1,0 +1,298 @@
+"""The convergence curve (loss or error rate against iteration), one themed matplotlib canvas.
+
+Records arrive once per iteration; drawing is throttled to at most ten frames a second so a
+fast training loop never floods the GUI thread.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import weakref
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
+from matplotlib.figure import Figure
+from qtpy import QtWidgets
+from qtpy.QtCore import QTimer
+from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMenu, QToolButton, QVBoxLayout, QWidget
+
+if TYPE_CHECKING:
+    import napari
+    from qtpy.QtGui import QAction
+
+    from ..training.events import TrainingProgress
+
+__all__ = ["LossPlot"]
+
+LOSS, ERROR_RATE = "Loss", "Error rate"
+REDRAW_INTERVAL_MS = 100  # at most ~10 redraws per second
+SMOOTHING = 0.9  # EMA weight of the past (TensorBoard-style, debiased)
+# Curve colours per theme type: napari's own accents are too dim on its dark background.
+_CURVE = {"dark": ("#6ea8fe", "#f0b429"), "light": ("#1f5fbf", "#b86e00")}
+
+
+class LossPlot(QWidget):
+    """Convergence curve of a training run.
+
+    Parameters
+    ----------
+    viewer
+        Colours follow this viewer's theme (and its changes); without one, napari's "dark".
+    parent
+        Qt parent.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer | None = None, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self._reset()
+        self._dirty = False
+        self.redraw_count = 0  # how often the lines were actually updated (tests, profiling)
+
+        self.figure = Figure(figsize=(4, 2.5), dpi=100, layout="constrained")
+        self.canvas = FigureCanvasQTAgg(self.figure)
+        self.canvas.setMinimumHeight(160)
+        self.axes = self.figure.add_subplot()
+        self.val_axes = self.axes.twinx()
+        self.val_axes.set_ylim(0, 1)
+        self.val_axes.set_ylabel("val mIoU", fontsize=9)
+        (self.raw_line,) = self.axes.plot([], [], lw=0.8, alpha=0.4, label="raw")
+        (self.smooth_line,) = self.axes.plot([], [], lw=1.8, label="smoothed")
+        (self.val_line,) = self.val_axes.plot([], [], ls="none", marker="o", ms=4, label="val mIoU")
+        self.axes.set_xlabel("iteration", fontsize=9)
+        self._placeholder = self.axes.text(0.5, 0.5, "training progress appears here", ha="center",
+                                           va="center", fontsize=9, transform=self.axes.transAxes)
+        self._legend: Any = None
+
+        self.metric_combo = QComboBox()
+        self.metric_combo.addItems([LOSS, ERROR_RATE])
+        self.metric_combo.setToolTip("Quantity plotted against iteration")
+        self.metric_combo.setSizeAdjustPolicy(QComboBox.AdjustToContents)
+        self.metric_combo.currentTextChanged.connect(self.flush)  # Qt drops the unused argument
+        self.last_value_label = QLabel("no training yet")
+        self.last_value_label.setWordWrap(True)  # narrow docks: two lines rather than clipped
+        self.export_button = QToolButton()
+        self.export_button.setText("Export…")
+        self.export_button.setPopupMode(QToolButton.InstantPopup)
+        self.export_button.setStyleSheet("QToolButton::menu-indicator { image: none; }")
+        menu = QMenu(self.export_button)
+        menu.addAction("PNG image…").setData("png")
+        menu.addAction("CSV table…").setData("csv")
+        menu.triggered.connect(self._export_dialog)
+        self.export_button.setMenu(menu)
+
+        bar = QHBoxLayout()
+        bar.setContentsMargins(0, 0, 0, 0)
+        bar.addWidget(self.metric_combo)
+        bar.addWidget(self.last_value_label, 1)
+        bar.addWidget(self.export_button)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addLayout(bar)
+        layout.addWidget(self.canvas, 1)
+
+        self._timer = QTimer(self, singleShot=True, interval=REDRAW_INTERVAL_MS, timeout=self._on_timer)
+
+        self.apply_theme(viewer.theme if viewer is not None else "dark")
+        if viewer is not None:
+            emitter = viewer.events.theme
+            emitter.connect(self._on_theme_event)
+            ref = weakref.ref(self)
+            self.destroyed.connect(lambda *_: _disconnect(emitter, ref))
+        self._redraw()
+
+    @property
+    def point_count(self) -> int:
+        """Number of training points held."""
+        return len(self._iterations)
+
+    @property
+    def iterations(self) -> list[int]:
+        return list(self._iterations)
+
+    @property
+    def values(self) -> list[float]:
+        """Raw (unsmoothed) values of the current metric as plotted; error rate in %."""
+        return self._shown(self._raw[self._metric])
+
+    @property
+    def _metric(self) -> str:  # not "metric": that would shadow QPaintDevice.metric()
+        return self.metric_combo.currentText()
+
+    def _shown(self, values: list[float]) -> list[float]:
+        return (100.0 * np.asarray(values, float)).tolist() if self._metric == ERROR_RATE else list(values)
+
+    def append(self, record: TrainingProgress) -> None:
+        """Add one training record; the plot is redrawn at most every 100 ms."""
+        validation = record.validation
+        self._add(record.iteration, record.loss, record.error_rate, record.learning_rate,
+                  None if validation is None else validation.mean_iou)
+        self._dirty = True  # never draw here: the timer coalesces any number of appends
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def set_history(self, history: list[dict[str, Any]]) -> None:
+        """Replace everything with a model's history (dicts of ``TrainingProgress.to_dict()``)."""
+        self._reset()
+        for item in history:
+            validation = item.get("validation")
+            mean_iou = None
+            if validation is not None:
+                ious = [v for v in validation.get("iou") or [] if v is not None and math.isfinite(v)]
+                mean_iou = sum(ious) / len(ious) if ious else math.nan
+            self._add(int(item["iteration"]), _number(item.get("loss")), _number(item.get("error_rate")),
+                      _number(item.get("learning_rate")), mean_iou)
+        self.flush()
+
+    def clear(self) -> None:
+        """Remove every point."""
+        self._reset()
+        self.flush()
+
+    def flush(self) -> None:
+        """Draw now (end of training, pause, tests)."""
+        self._timer.stop()
+        self._redraw()
+
+    def _reset(self) -> None:
+        self._iterations: list[int] = []
+        self._learning_rates: list[float] = []
+        self._raw: dict[str, list[float]] = {LOSS: [], ERROR_RATE: []}
+        self._smooth: dict[str, list[float]] = {LOSS: [], ERROR_RATE: []}
+        self._ema: dict[str, tuple[float, int]] = {}  # metric -> (biased EMA, finite count)
+        self._val_iterations: list[int] = []
+        self._val_iou: list[float] = []
+
+    def _add(self, iteration: int, loss: float, error_rate: float, learning_rate: float,
+             mean_iou: float | None) -> None:
+        self._iterations.append(iteration)
+        self._learning_rates.append(learning_rate)
+        for metric, value in ((LOSS, loss), (ERROR_RATE, error_rate)):
+            self._raw[metric].append(value)
+            self._smooth[metric].append(self._smoothed(metric, value))
+        if mean_iou is not None:
+            self._val_iterations.append(iteration)
+            self._val_iou.append(mean_iou)
+
+    def _smoothed(self, metric: str, value: float) -> float:
+        # Debiased EMA over the finite values only: one NaN loss must not blank the curve.
+        ema, count = self._ema.get(metric, (0.0, 0))
+        if math.isfinite(value):
+            ema, count = SMOOTHING * ema + (1 - SMOOTHING) * value, count + 1
+            self._ema[metric] = (ema, count)
+        return ema / (1 - SMOOTHING**count) if count else math.nan
+
+    def _on_timer(self) -> None:
+        if self._dirty:
+            self._redraw()
+
+    def _redraw(self) -> None:
+        self._dirty = False
+        self.redraw_count += 1
+        metric = self._metric
+        self.raw_line.set_data(self._iterations, self._shown(self._raw[metric]))
+        self.smooth_line.set_data(self._iterations, self._shown(self._smooth[metric]))
+        self.val_line.set_data(self._val_iterations, self._val_iou)
+        self.val_axes.set_visible(bool(self._val_iterations))
+        self.axes.set_ylabel("error rate (%)" if metric == ERROR_RATE else "loss", fontsize=9)
+        self._placeholder.set_visible(not self._iterations)
+        self._update_legend()
+        self.axes.relim()
+        self.axes.autoscale_view()
+        if metric == ERROR_RATE and self._iterations:  # auto=None keeps autoscaling on
+            self.axes.set_ylim(0, max(self.axes.get_ylim()[1], 1.0), auto=None)
+        self.last_value_label.setText(self._summary())
+        self.canvas.draw_idle()
+
+    def _update_legend(self) -> None:
+        # Above the axes, not inside: the curves and markers fill every corner at some point.
+        handles = [self.raw_line, self.smooth_line] + ([self.val_line] if self._val_iterations else [])
+        if self._legend is not None and len(self._legend.legend_handles) == len(handles):
+            return
+        if self._legend is not None:
+            self._legend.remove()
+        self._legend = self.figure.legend(handles=handles, loc="outside upper right", ncols=len(handles),
+                                          fontsize=8, frameon=False, handlelength=1.5)
+        self._style_legend()
+
+    def _summary(self) -> str:
+        if not self._iterations:
+            return "no training yet"
+        value = self._shown(self._raw[self._metric][-1:])[0]
+        parts = [f"iteration {self._iterations[-1]}",
+                 f"error rate {value:.1f} %" if self._metric == ERROR_RATE else f"loss {value:.3g}"]
+        if self._val_iou and math.isfinite(self._val_iou[-1]):
+            parts.append(f"val mIoU {self._val_iou[-1]:.2f}")
+        # Word wrap may break only between the parts (non-breaking spaces inside each).
+        return " · ".join(part.replace(" ", "\u00a0") for part in parts)
+
+    def apply_theme(self, name: str) -> None:
+        """Colour the figure like napari's theme ``name`` (unknown names fall back to "dark")."""
+        from napari.utils.theme import get_theme
+
+        try:
+            theme = get_theme(name)
+        except ValueError:
+            theme = get_theme("dark")
+        background, text, grid = (theme.background.as_hex(), theme.text.as_hex(), theme.highlight.as_hex())
+        curve, marker = _CURVE["light" if theme.type == "light" else "dark"]
+        self._text_color = text
+        self.figure.set_facecolor(background)
+        self.axes.set_facecolor(background)
+        self.val_axes.set_facecolor("none")
+        for ax in (self.axes, self.val_axes):
+            for spine in ax.spines.values():
+                spine.set_color(grid)
+            ax.tick_params(colors=text, which="both", labelsize=8)
+            ax.yaxis.label.set_color(text)
+        self.axes.xaxis.label.set_color(text)
+        self.axes.grid(True, color=grid, lw=0.5, alpha=0.5)
+        for line, color in ((self.raw_line, curve), (self.smooth_line, curve), (self.val_line, marker)):
+            line.set_color(color)
+        self._placeholder.set_color(text)
+        self._style_legend()
+        self.canvas.draw_idle()
+
+    def _style_legend(self) -> None:
+        for label in self._legend.get_texts() if self._legend is not None else []:
+            label.set_color(self._text_color)
+
+    def _on_theme_event(self, event: Any) -> None:
+        self.apply_theme(str(event.value))
+
+    def export_png(self, path: str) -> None:
+        """Save the figure as it looks now (theme colours included)."""
+        self.flush()
+        self.figure.savefig(path, format="png", dpi=150, facecolor=self.figure.get_facecolor())
+
+    def export_csv(self, path: str) -> None:
+        """One row per iteration: iteration, loss, error_rate, learning_rate, val_mean_iou."""
+        val = dict(zip(self._val_iterations, self._val_iou))
+        with open(path, "w", newline="", encoding="utf-8") as f:
+            writer = csv.writer(f)
+            writer.writerow(["iteration", "loss", "error_rate", "learning_rate", "val_mean_iou"])
+            for i, it in enumerate(self._iterations):
+                writer.writerow([it, self._raw[LOSS][i], self._raw[ERROR_RATE][i],
+                                 self._learning_rates[i], _cell(val.get(it))])
+
+    def _export_dialog(self, action: QAction) -> None:
+        kind = action.data()
+        filters = {"png": "PNG image (*.png)", "csv": "CSV table (*.csv)"}
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export", f"training.{kind}", filters[kind])
+        if path:
+            (self.export_png if kind == "png" else self.export_csv)(path)
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _cell(value: float | None) -> Any:  # CSV: empty where there was no validation
+    return "" if value is None or not math.isfinite(value) else value
+
+
+def _disconnect(emitter: Any, ref: weakref.ref[LossPlot]) -> None:
+    widget = ref()
+    if widget is not None:
+        emitter.disconnect(widget._on_theme_event)

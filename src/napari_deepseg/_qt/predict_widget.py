@@ -1,0 +1,300 @@
+"""Predict widget: segment an image layer in a worker; the minimum-probability slider re-thresholds the
+cached ``CompactProbabilities`` (2 bytes per pixel) with :func:`apply_threshold`, never the network."""
+
+from __future__ import annotations
+
+import copy
+import threading
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from napari.layers import Image, Labels, Layer
+from napari.qt.threading import create_worker
+from napari.utils.notifications import notification_manager, show_error, show_info
+from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QComboBox,
+    QFileDialog,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QWidget,
+)
+from superqt.utils import FunctionWorker
+
+from ..model_file import ModelFileError
+from ..prediction import CompactProbabilities, apply_threshold
+from ..segmentation_model import SegmentationModel
+from . import _results
+from . import layers as layer_io
+from ._session import model_store
+
+
+class _Relay(QObject):
+    """Carries the engine's ``progress(done, total)`` callback from the worker thread to the GUI."""
+
+    progress = Signal(int, int)
+
+
+def _predict(model: SegmentationModel, data: Any, channel_axis: int | None, with_probabilities: bool,
+             progress: Any, should_stop: Any) -> tuple[CompactProbabilities, np.ndarray | None]:
+    options = dict(channel_axis=channel_axis, progress=progress, should_stop=should_stop)
+    if with_probabilities:
+        probabilities = model.predict_proba(data, **options)
+        return CompactProbabilities.from_probabilities(probabilities), probabilities
+    return model.predict_compact(data, **options), None
+
+
+def _model_text(model: SegmentationModel) -> str:
+    classes = ", ".join(f"{k} {name}" for k, name in enumerate(model.class_names, start=1))
+    last = model.history[-1] if model.history else {}
+    training = f"{model.iterations_trained} iterations" if last else "not trained yet"
+    if last.get("loss") is not None:
+        training += f", last loss {last['loss']:.3g}"
+    validation = next((r["validation"] for r in reversed(model.history) if r.get("validation")), {})
+    if validation.get("mean_iou") is not None:
+        training += f", validation mIoU {validation['mean_iou']:.2f}"
+    return (f"Architecture: {model.architecture} (encoder {model.encoder})\nClasses: {classes}\n"
+            f"Input channels: {model.in_channels}\nTraining: {training}")
+
+
+class PredictWidget(QWidget):
+    """Pick a model and an image layer, predict in a worker, threshold the cached result live.
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer whose image layers are segmented; results become new Labels layers.
+    """
+
+    prediction_finished = Signal(object)  # the result Labels layer
+    prediction_failed = Signal(str)
+
+    def __init__(self, napari_viewer: Any) -> None:
+        super().__init__()
+        self._viewer = napari_viewer
+        self._store = model_store()
+        self._model_names: list[str] = []
+        self._image_layers: list[Image] = []
+        self._stop = threading.Event()
+        self._relay = _Relay(self)
+        self.worker: FunctionWorker | None = None
+        self.result_layer: Labels | None = None
+        self.compact: CompactProbabilities | None = None
+
+        self.model_combo = QComboBox()
+        self.load_button = QPushButton("Load model…")
+        self.model_info = QLabel("No model: train one in the Train widget or load a model file.")
+        self.model_info.setWordWrap(True)
+        self.model_info.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.image_combo = QComboBox()
+        for combo in (self.model_combo, self.image_combo):  # long layer names must not widen the dock
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(12)
+        self.threshold_slider = QSlider(Qt.Horizontal)
+        self.threshold_slider.setRange(0, 100)  # percent; starts at 0: every pixel gets a class
+        self.threshold_label = QLabel("0 %")
+        self.threshold_label.setMinimumWidth(40)
+        self.threshold_slider.setToolTip("A pixel gets its most probable class only if that probability "
+                                         "reaches this value; other pixels stay 0 (unclassified).")
+        self.probabilities_checkbox = QCheckBox("Also show per-class probabilities")
+        self.predict_button = QPushButton("Predict")
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setEnabled(False)
+        self.progress_bar = QProgressBar()
+        self.progress_bar.setVisible(False)
+
+        layout = QFormLayout(self)
+        layout.addRow("Model", _row(self.model_combo, self.load_button))
+        layout.addRow(self.model_info)
+        layout.addRow("Image", self.image_combo)
+        layout.addRow("Min. probability", _row(self.threshold_slider, self.threshold_label))
+        layout.addRow(self.probabilities_checkbox)
+        layout.addRow(_row(self.predict_button, self.cancel_button))
+        layout.addRow(self.progress_bar)
+
+        self.load_button.clicked.connect(self._ask_model_file)
+        self.model_combo.currentIndexChanged.connect(self._show_model_info)
+        self.threshold_slider.valueChanged.connect(self._on_threshold_changed)
+        self.predict_button.clicked.connect(self.predict)
+        self.cancel_button.clicked.connect(self.cancel)
+        self._relay.progress.connect(self._on_progress)
+        self._store.changed.connect(self._refresh_models)
+        layers = napari_viewer.layers
+        layers.events.inserted.connect(self._on_layer_inserted)
+        layers.events.removed.connect(self._refresh_images)
+        layers.events.moved.connect(self._refresh_images)
+        for layer in layers:
+            layer.events.name.connect(self._refresh_images)
+        self._refresh_models()
+        self._refresh_images()
+
+    # ---- models -------------------------------------------------------------------------------
+    @property
+    def model(self) -> SegmentationModel | None:
+        """The selected model (the store's current object under that name, so live training shows)."""
+        index = self.model_combo.currentIndex()
+        return self._store.get(self._model_names[index]) if 0 <= index < len(self._model_names) else None
+
+    def _refresh_models(self) -> None:
+        names = self._store.names()
+        current = self.model_combo.currentText()
+        new = [n for n in names if n not in self._model_names]
+        self._model_names = names
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        self.model_combo.addItems(names)
+        if names:  # a newly published model wins; an update keeps the user's choice
+            self.model_combo.setCurrentIndex(len(names) - 1 if new or current not in names
+                                             else names.index(current))
+        self.model_combo.blockSignals(False)
+        self._show_model_info()
+
+    def _show_model_info(self, *_: Any) -> None:
+        model = self.model
+        self.model_info.setText(_model_text(model) if model is not None else
+                                "No model: train one in the Train widget or load a model file.")
+        self.model_info.setToolTip(model.summary() if model is not None else "")
+
+    def _ask_model_file(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load a napari-deepseg model", "",
+                                              "napari-deepseg models (*.safetensors);;All files (*)")
+        if path:
+            self.load_model(path)
+
+    def load_model(self, path: str | Path) -> SegmentationModel | None:
+        """Load a model file, publish it under its file name and select it; None (and a
+        notification) when the file cannot be used."""
+        try:
+            model = SegmentationModel.load(path)
+        except (ModelFileError, OSError) as err:
+            show_error(f"Could not load the model: {err}. Choose a .safetensors file saved by "
+                       "napari-deepseg (Train widget or `napari-deepseg train`).")
+            return None
+        name = Path(path).name
+        self._store.publish(name, model)
+        self.model_combo.setCurrentIndex(self._model_names.index(name))
+        return model
+
+    # ---- images -------------------------------------------------------------------------------
+    def _on_layer_inserted(self, event: Any) -> None:
+        event.value.events.name.connect(self._refresh_images)
+        self._refresh_images()
+
+    def _refresh_images(self, *_: Any) -> None:
+        current = self._selected_image()
+        self._image_layers = [la for la in self._viewer.layers
+                              if isinstance(la, Image) and not layer_io.is_preview(la)]
+        self.image_combo.blockSignals(True)
+        self.image_combo.clear()
+        self.image_combo.addItems([la.name for la in self._image_layers])
+        if current in self._image_layers:
+            self.image_combo.setCurrentIndex(self._image_layers.index(current))
+        self.image_combo.blockSignals(False)
+
+    def _selected_image(self) -> Image | None:
+        index = self.image_combo.currentIndex()
+        return self._image_layers[index] if 0 <= index < len(self._image_layers) else None
+
+    # ---- prediction ---------------------------------------------------------------------------
+    @property
+    def min_probability(self) -> float:
+        return self.threshold_slider.value() / 100
+
+    def predict(self, *_: Any, image_layer: Layer | None = None) -> None:
+        """Predict the selected (or given) image layer in a worker; results arrive asynchronously."""
+        if self.cancel_button.isEnabled():  # a prediction is running
+            return None
+        layer = image_layer if image_layer is not None else self._selected_image()
+        model = self.model
+        if model is None:
+            return self._fail("No model selected: train one in the Train widget or load a model file "
+                              "with 'Load model…'.")
+        if layer is None:
+            return self._fail("No image layer to segment: open an image first.")
+        if not isinstance(layer, Image):
+            return self._fail(f"'{layer.name}' is a {type(layer).__name__} layer; choose an image layer "
+                              "to segment.")
+        if model.module.training:  # the Train widget is training it now: predict with a snapshot
+            model = copy.deepcopy(model)
+        data = layer_io.layer_array(layer)  # not copied: dask stays lazy and is read tile by tile
+        channel_axis = -1 if layer.rgb else None
+        self._stop.clear()
+        self._set_busy(True)
+        self.worker = create_worker(
+            _predict, model, data, channel_axis, self.probabilities_checkbox.isChecked(),
+            self._relay.progress.emit, self._stop.is_set,
+            _start_thread=False, _worker_class=FunctionWorker,  # errors reported once, by _on_errored
+            _connect={"errored": self._on_errored, "finished": partial(self._set_busy, False)})
+        self.worker.returned.connect(lambda result: self._on_returned(layer, model, *result))
+        self.worker.start()
+        return None
+
+    def cancel(self) -> None:
+        self._stop.set()
+
+    def _set_busy(self, busy: bool) -> None:
+        for widget in (self.predict_button, self.load_button, self.model_combo, self.image_combo,
+                       self.probabilities_checkbox):
+            widget.setEnabled(not busy)
+        self.cancel_button.setEnabled(busy)
+        self.progress_bar.setVisible(busy)
+        self.progress_bar.setRange(0, 0)  # busy indicator until the first tile is done
+
+    def _on_progress(self, done: int, total: int) -> None:
+        self.progress_bar.setRange(0, total)
+        self.progress_bar.setValue(done)
+
+    def _fail(self, message: str) -> None:
+        show_error(message)
+        self.prediction_failed.emit(message)
+
+    def _on_errored(self, error: BaseException) -> None:
+        self._set_busy(False)
+        if isinstance(error, InterruptedError):
+            show_info("Prediction cancelled.")
+            self.prediction_failed.emit("cancelled")
+        elif isinstance(error, MemoryError) or "out of memory" in str(error).lower():  # torch OOM too
+            self._fail(f"Not enough memory to predict this image ({error}). Close other programs, turn "
+                       "off per-class probabilities, or predict a smaller image or crop.")
+        elif isinstance(error, (ValueError, TypeError)):
+            self._fail(f"Cannot predict: {error}. Pick an image like the ones the model was trained on "
+                       "or a model trained on images like this one.")
+        else:  # unexpected: full traceback in napari's notification
+            notification_manager.receive_error(type(error), error, error.__traceback__)
+            self.prediction_failed.emit(f"{type(error).__name__}: {error}")
+
+    def _on_returned(self, image: Image, model: SegmentationModel, compact: CompactProbabilities,
+                     probabilities: np.ndarray | None) -> None:
+        self._set_busy(False)
+        if probabilities is not None:
+            _results.show_probabilities(self._viewer, image, model, probabilities)
+        self.compact = compact
+        self.result_layer = _results.show_labels(self._viewer, image, model,
+                                                 apply_threshold(compact, self.min_probability))
+        self.prediction_finished.emit(self.result_layer)
+
+    # ---- threshold ----------------------------------------------------------------------------
+    def _on_threshold_changed(self, value: int) -> None:
+        self.threshold_label.setText(f"{value} %")
+        layer, compact = self.result_layer, self.compact
+        # ``in`` compares with ==, which also matches napari's PublicOnlyProxy wrappers (``is`` does not).
+        if compact is None or layer is None or layer not in self._viewer.layers:
+            return
+        if layer.data.shape == compact.shape:  # the user may have replaced the data
+            layer.data = apply_threshold(compact, value / 100)
+
+
+def _row(*widgets: QWidget) -> QWidget:
+    row = QWidget()
+    layout = QHBoxLayout(row)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        layout.addWidget(widget)
+    return row

@@ -1,0 +1,308 @@
+"""The Train dock widget: choose pairs of image / stroke layers, train, watch the loss, save.
+
+A thin layer over :class:`napari_deepseg.Trainer`: the layers are copied once at Start, the
+loop runs in a napari generator worker (pause / resume / stop take effect between
+iterations) and the GUI thread only plots records and shows the preview the worker computed.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from napari.qt.threading import create_worker
+from napari.utils import notifications, progress
+from qtpy.QtCore import Signal
+from qtpy.QtWidgets import QFileDialog, QGridLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from .. import SegmentationModel, TrainingConfig
+from ..models import architecture_spec
+from . import layers as layer_io
+from ._layout import FittingScrollArea, YieldingBox
+from ._pairs import PairsEditor
+from ._session import model_store
+from ._train_controls import TrainControls
+from ._train_job import PreviewSettings, Started, Step, gather_inputs, model_name, training_job
+from ._train_run import PreviewLayer, RunHolder, TrainingRun, drive, report_error, show_warning, shutdown
+from .loss_plot import LossPlot
+
+if TYPE_CHECKING:
+    import napari
+
+
+class TrainWidget(QWidget):
+    """Train a segmentation network on image / labels layer pairs of a napari viewer.
+
+    Parameters
+    ----------
+    napari_viewer
+        The viewer whose layers are listed and where the preview layer is shown.
+    """
+
+    training_finished = Signal(object)  # the model (or None) when a run ends for any reason
+
+    def __init__(self, napari_viewer: napari.viewer.Viewer) -> None:
+        super().__init__()
+        self.viewer = napari_viewer
+        self.worker: Any = None
+        self.model: SegmentationModel | None = None
+        self.trainer: Any = None
+        self._holder = RunHolder()
+
+        self.pairs_editor = PairsEditor(napari_viewer)
+        self.controls = TrainControls()
+        self.architecture_combo = self.controls.architecture_combo
+        self.encoder_combo = self.controls.encoder_combo
+        self.pretrained_checkbox = self.controls.pretrained_checkbox
+        self.preview_checkbox = self.controls.preview_checkbox
+        self.preview_checkbox.toggled.connect(self._on_preview_toggled)
+
+        self.start_button = QPushButton("Start")
+        self.start_button.setToolTip("Train a new model on the pairs above")
+        self.pause_button = QPushButton("Pause")
+        self.stop_button = QPushButton("Stop")
+        self.stop_button.setToolTip("Stop after the current iteration; the model so far is kept")
+        self.continue_button = QPushButton("Continue")
+        self.continue_button.setToolTip("Train the current model for more iterations")
+        self.save_button = QPushButton("Save…")
+        self.load_button = QPushButton("Load…")
+        self.load_button.setToolTip("Load a saved model to continue training it")
+        self.status_label = QLabel("Paint strokes of at least two classes, then Start.")
+        self.status_label.setWordWrap(True)
+        self.plot = LossPlot(napari_viewer, parent=self)
+
+        buttons = QGridLayout()
+        for i, button in enumerate((self.start_button, self.pause_button, self.stop_button,
+                                    self.continue_button, self.save_button, self.load_button)):
+            buttons.addWidget(button, i // 3, i % 3)
+        settings = QWidget()
+        settings_layout = QVBoxLayout(settings)
+        settings_layout.setContentsMargins(0, 0, 0, 0)
+        settings_layout.addWidget(QLabel("<b>Training pairs</b>"))
+        settings_layout.addWidget(self.pairs_editor)
+        settings_layout.addWidget(self.controls)
+        layout = QVBoxLayout(self)
+        layout.addWidget(FittingScrollArea(settings))  # "Advanced" open must not outgrow the window
+        layout.addLayout(buttons)
+        layout.addWidget(self.status_label)
+        layout.addWidget(YieldingBox(self.plot), 1)
+
+        self.start_button.clicked.connect(self.start)
+        self.pause_button.clicked.connect(self.toggle_pause)
+        self.stop_button.clicked.connect(self.stop)
+        self.continue_button.clicked.connect(self.continue_training)
+        self.save_button.clicked.connect(self._save_dialog)
+        self.load_button.clicked.connect(self._load_dialog)
+        napari_viewer.dims.events.current_step.connect(self._on_dims_changed)
+        self.destroyed.connect(partial(shutdown, self._holder))
+        self._set_running(False)
+
+    # ------------------------------------------------------------ scripting
+    def set_pairs(self, pairs: list[tuple[Any, Any]]) -> None:
+        """Choose the (image layer, labels layer) pairs to train on."""
+        self.pairs_editor.set_pairs(list(pairs))
+
+    def config(self) -> TrainingConfig:
+        """The training settings as the form shows them."""
+        return self.controls.config()
+
+    def set_config(self, config: TrainingConfig | None = None, **changes: Any) -> None:
+        """Fill the form from ``config`` and/or change single fields.
+
+        Besides the :class:`TrainingConfig` fields, accepts ``preview`` (bool), ``preview_interval``,
+        ``preview_tile_size`` and ``channel_axis`` (``None`` for automatic).
+        """
+        self.controls.set_options(config, **changes)
+
+    # -------------------------------------------------------------- training
+    def start(self) -> None:
+        """Train a new model on the chosen pairs with the form's settings."""
+        self._launch(None)
+
+    def continue_training(self) -> None:
+        """Train the current model (after Stop, a finished run or Load) for more iterations."""
+        if self.model is None:
+            notifications.show_warning("There is no model to continue yet: Start a training or Load a model.")
+            return
+        self._launch(self.model)
+
+    def _launch(self, model: SegmentationModel | None) -> None:
+        if self.worker is not None:
+            return
+        pairs = self.pairs_editor.pairs()
+        try:
+            config = self.controls.config()
+            inputs = gather_inputs(pairs, channel_axis=self.controls.channel_axis,
+                                   num_classes=model.num_classes if model else None)
+        except (ValueError, TypeError) as err:
+            notifications.show_error(str(err))
+            return
+        image_layer, labels_layer = pairs[0]
+        preview = PreviewSettings(inputs.image_copies[0], interval=self.controls.preview_interval,
+                                  tile_size=self.controls.preview_tile_size,
+                                  enabled=self.preview_checkbox.isChecked())
+        preview.index = layer_io.plane_index(image_layer, self.viewer.dims.point, preview.image)
+        architecture = model.architecture if model else config.architecture
+        if model is None:
+            self.model = None
+            self.plot.clear()
+        job = training_job(inputs, config, model=model, preview=preview)
+        worker = create_worker(drive, job, _start_thread=False, _connect={
+            "yielded": self._on_yielded, "errored": self._on_errored, "finished": self._on_finished,
+            "paused": self._on_paused, "resumed": self._on_resumed, "warned": show_warning})
+        display = architecture_spec(architecture).display_name
+        preview_layer = PreviewLayer(self.viewer, image_layer, labels_layer, inputs.num_classes)
+        run = TrainingRun(worker=worker, job=job, name=model_name(architecture, inputs.names),
+                          preview=preview, preview_layer=preview_layer, image_layer=image_layer)
+        self._holder.run = run
+        self.worker = worker
+        self._set_running(True)
+        self.status_label.setText(f"Preparing {display} on {len(pairs)} pair(s)…")
+        # napari's activity dock processes events when a progress bar is added or moves: the
+        # widget must already be in its running state when that happens.
+        run.progress = progress(total=config.iterations, desc=f"Training {display}")
+        worker.start()
+
+    def toggle_pause(self) -> None:
+        """Pause after the current iteration, or resume a paused run."""
+        if self.worker is None:
+            return
+        self.pause_button.setEnabled(False)  # until the worker confirms
+        if self.worker.is_paused:
+            self.worker.resume()
+        else:
+            self.pause_button.setText("Pausing…")
+            self.worker.pause()
+
+    def stop(self) -> None:
+        """Stop after the current iteration; the model keeps what it learned so far."""
+        run = self._holder.run
+        if run is None:
+            return
+        run.request_stop()
+        self.stop_button.setEnabled(False)
+        self.pause_button.setEnabled(False)
+        self.status_label.setText("Stopping…")
+
+    # ------------------------------------------------------- worker signals
+    def _on_yielded(self, item: Started | Step) -> None:
+        run = self._holder.run
+        if run is None:
+            return
+        if isinstance(item, Started):
+            self.trainer, self.model = item.trainer, item.trainer.model
+            model_store().publish(run.name, self.model)
+            return
+        record = item.record
+        self.plot.append(record)
+        self.status_label.setText(f"Iteration {record.iteration} / {record.last_iteration} · "
+                                  f"loss {record.loss:.3g}")
+        if item.preview is not None:
+            run.preview_layer.show(item.preview)
+        run.progress.update(1)  # last: napari processes events here, even the run's end
+
+    def _on_errored(self, error: BaseException) -> None:
+        run = self._holder.run
+        if run is not None:
+            run.error = error
+
+    def _on_paused(self) -> None:
+        self.pause_button.setText("Resume")
+        self.pause_button.setEnabled(True)
+        self.save_button.setEnabled(self.model is not None)
+        self.plot.flush()
+        self.status_label.setText(f"Paused at iteration {self.model.iterations_trained if self.model else 0}")
+
+    def _on_resumed(self) -> None:
+        self.pause_button.setText("Pause")
+        self.pause_button.setEnabled(True)
+        self.save_button.setEnabled(False)
+
+    def _on_finished(self) -> None:
+        run, self._holder.run = self._holder.run, None
+        if run is None:
+            return
+        run.close()
+        self.worker = self.trainer = None
+        self.plot.flush()
+        self._set_running(False)
+        if self.model is not None:
+            model_store().publish(run.name, self.model)
+        done = self.model.iterations_trained if self.model else 0
+        state = "failed" if run.error else "stopped" if run.stopped else "finished"
+        self.status_label.setText(f"Training {state}" + (f" at iteration {done}." if self.model else "."))
+        if run.error is not None:
+            report_error(run.error)
+        self.training_finished.emit(self.model)
+
+    # --------------------------------------------------------------- preview
+    def _on_preview_toggled(self, checked: bool) -> None:
+        if self._holder.run is not None:
+            self._holder.run.preview.enabled = checked
+
+    def _on_dims_changed(self, _event: Any = None) -> None:
+        run = self._holder.run
+        if run is not None:
+            point = self.viewer.dims.point
+            run.preview.index = layer_io.plane_index(run.image_layer, point, run.preview.image)
+
+    # ------------------------------------------------------------ model files
+    def save_model(self, path: str | Path) -> Path | None:
+        """Write the current model to ``path``; ``None`` (and a notification) when that fails."""
+        if self.model is None:
+            notifications.show_warning("There is no model to save yet: Start a training first.")
+            return None
+        if self.worker is not None and not self.worker.is_paused:
+            notifications.show_warning("Pause or stop the training before saving the model.")
+            return None
+        try:
+            saved = self.model.save(path)
+        except (OSError, ValueError) as err:
+            notifications.show_error(f"Could not save the model to '{path}': {err}")
+            return None
+        notifications.show_info(f"Model saved to {saved}")
+        return saved
+
+    def load_model(self, path: str | Path) -> SegmentationModel | None:
+        """Load a model file to continue training it; ``None`` (and a notification) when that fails."""
+        if self.worker is not None:
+            notifications.show_warning("Stop the training before loading a model.")
+            return None
+        try:
+            model = SegmentationModel.load(path)
+        except (OSError, ValueError) as err:
+            notifications.show_error(f"Could not load '{path}': {err}. Choose a model file saved by "
+                                     "napari-deepseg (.safetensors).")
+            return None
+        self.model = model
+        self.controls.set_config(model.config)
+        self.plot.set_history(model.history)
+        self._set_running(False)
+        self.status_label.setText(f"Loaded {Path(path).name}: {model.summary()}. Continue trains it further.")
+        return model
+
+    def _save_dialog(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(self, "Save model", "model.safetensors",
+                                              "napari-deepseg model (*.safetensors)")
+        if path:
+            self.save_model(path)
+
+    def _load_dialog(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(self, "Load model", "", "napari-deepseg model (*.safetensors)")
+        if path:
+            self.load_model(path)
+
+    # ------------------------------------------------------------------ state
+    def _set_running(self, running: bool) -> None:
+        idle, has_model = not running, self.model is not None
+        self.pairs_editor.set_enabled(idle)
+        self.controls.set_enabled(idle)
+        self.start_button.setEnabled(idle)
+        self.continue_button.setEnabled(idle and has_model)
+        self.save_button.setEnabled(idle and has_model)
+        self.load_button.setEnabled(idle)
+        self.pause_button.setEnabled(running)
+        self.pause_button.setText("Pause")
+        self.stop_button.setEnabled(running)
+
