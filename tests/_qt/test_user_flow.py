@@ -21,6 +21,7 @@ TIMEOUT = 180_000
 
 @pytest.fixture(autouse=True)
 def _one_torch_thread():
+    model_store().clear()
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

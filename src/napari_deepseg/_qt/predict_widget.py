@@ -81,6 +81,7 @@ class PredictWidget(QWidget):
         self._viewer = napari_viewer
         self._store = model_store()
         self._model_names: list[str] = []
+        self._known_models: dict[str, SegmentationModel | None] = {}
         self._image_layers: list[Image] = []
         self._stop = threading.Event()
         self._relay = _Relay(self)
@@ -145,13 +146,17 @@ class PredictWidget(QWidget):
     def _refresh_models(self) -> None:
         names = self._store.names()
         current = self.model_combo.currentText()
-        new = [n for n in names if n not in self._model_names]
+        objects = {n: self._store.get(n) for n in names}
+        # A new name, or a new model under a known name (trained again), wins; re-publishing the
+        # same object (progress of the run being trained) keeps the user's choice.
+        new = [n for n in names if self._known_models.get(n) is not objects[n]]
+        self._known_models = objects
         self._model_names = names
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         self.model_combo.addItems(names)
-        if names:  # a newly published model wins; an update keeps the user's choice
-            self.model_combo.setCurrentIndex(len(names) - 1 if new or current not in names
+        if names:
+            self.model_combo.setCurrentIndex(names.index(new[-1]) if new or current not in names
                                              else names.index(current))
         self.model_combo.blockSignals(False)
         self._show_model_info()
@@ -240,12 +245,15 @@ class PredictWidget(QWidget):
         self._stop.set()
 
     def _set_busy(self, busy: bool) -> None:
-        for widget in (self.predict_button, self.load_button, self.model_combo, self.image_combo,
-                       self.probabilities_checkbox):
-            widget.setEnabled(not busy)
-        self.cancel_button.setEnabled(busy)
-        self.progress_bar.setVisible(busy)
-        self.progress_bar.setRange(0, 0)  # busy indicator until the first tile is done
+        try:
+            for widget in (self.predict_button, self.load_button, self.model_combo, self.image_combo,
+                           self.probabilities_checkbox):
+                widget.setEnabled(not busy)
+            self.cancel_button.setEnabled(busy)
+            self.progress_bar.setVisible(busy)
+            self.progress_bar.setRange(0, 0)  # busy indicator until the first tile is done
+        except RuntimeError:  # the dock was closed while a prediction was still finishing
+            return
 
     def _on_progress(self, done: int, total: int) -> None:
         self.progress_bar.setRange(0, total)
