@@ -51,16 +51,16 @@ def load_sample_mask(sample: str) -> np.ndarray:
 def _layers(sample: str, title: str) -> list[tuple[Any, dict[str, Any], str]]:
     image, strokes = load_sample(sample)
     return [
-        (image, {"name": title, "rgb": image.ndim == 3}, "image"),
+        (image, {"name": f"{title} tile (DSB2018)", "rgb": image.ndim == 3}, "image"),
         (strokes, {"name": f"{title} strokes", "metadata": {"class_names": list(CLASS_NAMES)}}, "labels"),
     ]
 
 
 def fluorescence_sample_layers() -> list[tuple[Any, dict[str, Any], str]]:
     """npe2 sample data: the fluorescence tile and its strokes."""
-    return _layers("fluorescence", "fluorescence nuclei (DSB2018)")
+    return _layers("fluorescence", "Fluorescence")
 
 
 def he_sample_layers() -> list[tuple[Any, dict[str, Any], str]]:
     """npe2 sample data: the H&E tile and its strokes."""
-    return _layers("he", "H&E nuclei (DSB2018)")
+    return _layers("he", "H&E")
