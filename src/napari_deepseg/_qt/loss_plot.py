@@ -64,6 +64,9 @@ class LossPlot(QWidget):
         self._placeholder = self.axes.text(0.5, 0.5, "training progress appears here", ha="center",
                                            va="center", fontsize=9, transform=self.axes.transAxes)
         self._legend: Any = None
+        # Constrained layout costs about half of every draw; it runs only when something that
+        # moves the axes changed (legend, labels, theme, size), not for every new point.
+        self._layout_stale = True
 
         self.metric_combo = QComboBox()
         self.metric_combo.addItems([LOSS, ERROR_RATE])
@@ -195,7 +198,10 @@ class LossPlot(QWidget):
         self.smooth_line.set_data(self._iterations, self._shown(self._smooth[metric]))
         self.val_line.set_data(self._val_iterations, self._val_iou)
         self.val_axes.set_visible(bool(self._val_iterations))
-        self.axes.set_ylabel("error rate (%)" if metric == ERROR_RATE else "loss", fontsize=9)
+        ylabel = "error rate (%)" if metric == ERROR_RATE else "loss"
+        if self.axes.get_ylabel() != ylabel:
+            self.axes.set_ylabel(ylabel, fontsize=9)
+            self._layout_stale = True
         self._placeholder.set_visible(not self._iterations)
         self._update_legend()
         self.axes.relim()
@@ -203,7 +209,17 @@ class LossPlot(QWidget):
         if metric == ERROR_RATE and self._iterations:  # auto=None keeps autoscaling on
             self.axes.set_ylim(0, max(self.axes.get_ylim()[1], 1.0), auto=None)
         self.last_value_label.setText(self._summary())
-        self.canvas.draw_idle()
+        if self._layout_stale:
+            self.figure.set_layout_engine("constrained")
+            self.canvas.draw()
+            self.figure.set_layout_engine("none")
+            self._layout_stale = False
+        else:
+            self.canvas.draw_idle()
+
+    def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        self._layout_stale = True
+        super().resizeEvent(event)
 
     def _update_legend(self) -> None:
         # Above the axes, not inside: the curves and markers fill every corner at some point.
@@ -212,6 +228,8 @@ class LossPlot(QWidget):
             return
         if self._legend is not None:
             self._legend.remove()
+        self._layout_stale = True
+        self.figure.set_layout_engine("constrained")  # "outside" legend placement needs it
         self._legend = self.figure.legend(handles=handles, loc="outside upper right", ncols=len(handles),
                                           fontsize=8, frameon=False, handlelength=1.5)
         self._style_legend()
