@@ -99,10 +99,12 @@ def predict_bands(
             weight = np.zeros((th, width), np.float32)
             for row, y0 in enumerate(ys):
                 wy = blend_weights(th, tiling.overlap, row == 0, row == len(ys) - 1)
-                tiles = [(x0, np.asarray(data[s, :, y0:y0 + th, x0:x0 + tw])) for x0 in xs]
-                for x0, probs in _forward_tiles(module, tiles, normalisation, tiling.batch_size,
-                                                device, dtype, channels_last):
-                    w2 = np.outer(wy, wx[xs.index(x0)]).astype(np.float32)
+                # One 2D weight per tile column of this row, not one per tile.
+                w2s = [np.outer(wy, w).astype(np.float32) for w in wx]
+                tiles = [(i, np.asarray(data[s, :, y0:y0 + th, x0:x0 + tw])) for i, x0 in enumerate(xs)]
+                for i, probs in _forward_tiles(module, tiles, normalisation, tiling.batch_size,
+                                               device, dtype, channels_last):
+                    x0, w2 = xs[i], w2s[i]
                     band[:, :, x0:x0 + tw] += probs * w2
                     weight[:, x0:x0 + tw] += w2
                     done += 1
@@ -129,8 +131,8 @@ def _forward_tiles(module, tiles, normalisation, batch_size, device, dtype,
         with autocast(device, dtype):
             logits = module(batch)
         probs = logits.float().softmax(dim=1).cpu().numpy()
-        for (x0, _), p in zip(chunk, probs):
-            yield x0, p
+        for (index, _), p in zip(chunk, probs):
+            yield index, p
 
 
 def predict_probabilities(module, view: SliceView, normalisation: Normalisation, num_classes: int,
