@@ -21,9 +21,18 @@ ASPP_CHANNELS = 256
 LOW_LEVEL_CHANNELS = 48
 
 
-class ASPPConv(ConvBNReLU):
-    def __init__(self, in_channels: int, out_channels: int, dilation: int) -> None:
-        super().__init__(in_channels, out_channels, kernel_size=3, dilation=dilation)
+class SeparableConvBNReLU(nn.Sequential):
+    """Depthwise 3x3 (optionally atrous) then pointwise 1x1, BatchNorm, ReLU: the paper's choice
+    for ASPP and decoder, ~8x cheaper than a full 3x3 convolution at 256 channels."""
+
+    def __init__(self, in_channels: int, out_channels: int, dilation: int = 1) -> None:
+        super().__init__(
+            nn.Conv2d(in_channels, in_channels, 3, padding=dilation, dilation=dilation,
+                      groups=in_channels, bias=False),
+            nn.Conv2d(in_channels, out_channels, 1, bias=False),
+            nn.BatchNorm2d(out_channels),
+            nn.ReLU(inplace=True),
+        )
 
 
 class ASPPPooling(nn.Sequential):
@@ -44,7 +53,7 @@ class ASPP(nn.Module):
                  out_channels: int = ASPP_CHANNELS) -> None:
         super().__init__()
         branches: list[nn.Module] = [ConvBNReLU(in_channels, out_channels, kernel_size=1)]
-        branches += [ASPPConv(in_channels, out_channels, rate) for rate in rates]
+        branches += [SeparableConvBNReLU(in_channels, out_channels, rate) for rate in rates]
         branches.append(ASPPPooling(in_channels, out_channels))
         self.convs = nn.ModuleList(branches)
         self.project = nn.Sequential(
@@ -74,8 +83,8 @@ class DeepLabV3Plus(nn.Module):
         self.low_level_project = ConvBNReLU(
             encoder.out_channels[self.low_level_index], LOW_LEVEL_CHANNELS, kernel_size=1)
         self.decoder = nn.Sequential(
-            ConvBNReLU(ASPP_CHANNELS + LOW_LEVEL_CHANNELS, ASPP_CHANNELS),
-            ConvBNReLU(ASPP_CHANNELS, ASPP_CHANNELS),
+            SeparableConvBNReLU(ASPP_CHANNELS + LOW_LEVEL_CHANNELS, ASPP_CHANNELS),
+            SeparableConvBNReLU(ASPP_CHANNELS, ASPP_CHANNELS),
         )
         self.classifier = nn.Conv2d(ASPP_CHANNELS, num_classes, kernel_size=1)
 
