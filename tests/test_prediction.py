@@ -11,7 +11,7 @@ from napari_deepseg.prediction import (
     blend_weights,
     predict_compact,
     predict_probabilities,
-    tile_starts,
+    tile_layout,
 )
 from napari_deepseg.segmentation_model import SegmentationModel
 
@@ -84,20 +84,24 @@ def test_threshold_rejects_bad_arguments():
 
 def test_tiles_cover_the_image_and_stay_inside():
     for length, tile, overlap in [(100, 512, 64), (512, 512, 64), (1000, 256, 64), (1025, 256, 100)]:
-        starts = tile_starts(length, tile, overlap)
-        covered = np.zeros(length, bool)
+        size, starts = tile_layout(length, tile, overlap)
+        assert size <= tile
+        covered = np.zeros(length, int)
         for s in starts:
-            assert s >= 0 and s + min(tile, length) <= length
-            covered[s:s + tile] = True
-        assert covered.all()
+            assert s >= 0 and s + size <= length
+            covered[s:s + size] += 1
+        assert covered.min() >= 1
+        if len(starts) > 1:  # neighbours share at least the overlap
+            assert min(b - a for a, b in zip(starts, starts[1:])) > 0
+            assert max(b - a for a, b in zip(starts, starts[1:])) <= size - overlap
 
 
 def test_blend_weights_give_every_pixel_some_weight():
     length, tile, overlap = 1000, 256, 96
-    starts = tile_starts(length, tile, overlap)
+    size, starts = tile_layout(length, tile, overlap)
     total = np.zeros(length)
     for i, s in enumerate(starts):
-        total[s:s + tile] += blend_weights(tile, overlap, i == 0, i == len(starts) - 1)
+        total[s:s + size] += blend_weights(size, overlap, i == 0, i == len(starts) - 1)
     assert total.min() > 0.0
 
 
@@ -143,3 +147,53 @@ def test_prediction_never_outputs_unlabelled_unless_thresholded(unet):
     np.testing.assert_array_equal(image, before)
     with pytest.raises(ValueError, match="1-channel images but this image looks like RGB"):
         model.predict_proba(np.zeros((70, 90, 3), np.float32))
+
+
+def test_labels_streamed_into_a_memmap_equal_the_float_path(unet, tmp_path):
+    model = SegmentationModel(unet, architecture="unet", encoder="vgg16_bn", num_classes=3,
+                              normalisation=Normalisation(low=(-2.0,), high=(2.0,)))
+    stack = np.random.default_rng(3).normal(size=(2, 150, 170)).astype(np.float32)
+    options = dict(tile_size=64, overlap=16, batch_size=3, precision="fp32")
+    probabilities = model.predict_proba(stack, **options)
+    level = round(float(np.median(probabilities.max(0))), 4)  # an untrained net is near 1/3 everywhere
+    expected = apply_threshold(probabilities, level)
+    assert 0.3 < (expected == 0).mean() < 0.7  # the threshold matters here
+    out = np.lib.format.open_memmap(tmp_path / "labels.npy", mode="w+", dtype=np.uint8, shape=stack.shape)
+    returned = model.predict(stack, min_probability=level, out=out, **options)
+    assert returned is out
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(model.predict(stack, min_probability=level, **options), expected)
+
+
+def test_streamed_labels_reject_an_output_that_does_not_fit(unet):
+    model = SegmentationModel(unet, architecture="unet", encoder="vgg16_bn", num_classes=3,
+                              normalisation=Normalisation(low=(0.0,), high=(1.0,)))
+    image = np.zeros((40, 50), np.float32)
+    with pytest.raises(ValueError, match="shape"):
+        model.predict(image, out=np.zeros((50, 40), np.uint8))
+    with pytest.raises(TypeError, match="integer"):
+        model.predict(image, out=np.zeros((40, 50), np.float32))
+
+
+def test_tiles_shrink_to_spread_the_overlap_instead_of_recomputing_it():
+    size, starts = tile_layout(4096, 1024, 128)
+    assert len(starts) == 5 and size == 928  # 5 tiles of 1024 would compute 56 % extra, these 28 %
+    assert starts[0] == 0 and starts[-1] + size == 4096
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs oneDNN for CPU bf16")
+def test_bf16_predictions_agree_with_fp32_on_a_trained_model(fluo_crop):
+    from napari_deepseg import Trainer
+
+    from .conftest import fast_config
+
+    image, labels = fluo_crop
+    trainer = Trainer(image, labels, fast_config(iterations=40, precision="bf16"))
+    for _ in trainer.run():
+        pass
+    big = np.tile(image, (2, 2))  # several tiles, so blending runs in both precisions
+    options = dict(tile_size=96, overlap=32)
+    fp32 = trainer.model.predict(big, precision="fp32", **options)
+    bf16 = trainer.model.predict(big, precision="bf16", **options)
+    assert len(np.unique(fp32)) == 2  # a trained model, not a constant one
+    assert (fp32 == bf16).mean() >= 0.99

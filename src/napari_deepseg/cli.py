@@ -94,9 +94,12 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_prediction_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--tile-size", type=int, default=512)
-    p.add_argument("--overlap", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    from .prediction import TilingOptions
+
+    tiling = TilingOptions()
+    p.add_argument("--tile-size", type=int, default=tiling.tile_size)
+    p.add_argument("--overlap", type=int, default=tiling.overlap)
+    p.add_argument("--batch-size", type=int, default=tiling.batch_size, help="tiles per forward pass")
     p.add_argument("--device", default=None, help="default: the model's device (CPU) ")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
     p.add_argument("--channel-axis", type=int)
@@ -146,7 +149,8 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .prediction import CompactProbabilities, apply_threshold
+    from .image_io import TIFF_SUFFIXES, create_labels_file
+    from .prediction import CompactProbabilities, apply_threshold, label_dtype
     from .segmentation_model import SegmentationModel
 
     model = SegmentationModel.load(args.model)
@@ -160,11 +164,21 @@ def _predict(args: argparse.Namespace) -> int:
 
         if args.probabilities:
             probabilities = model.predict_proba(image, progress=progress, **options)
-            result = CompactProbabilities.from_probabilities(probabilities)
+            labels = apply_threshold(CompactProbabilities.from_probabilities(probabilities),
+                                     args.min_probability)
+            write_image(args.output, labels)
+        elif args.output.suffix.lower() in TIFF_SUFFIXES:
+            # Streamed into a memory-mapped TIFF: images larger than memory work.
+            view = model.view(image, args.channel_axis)
+            labels = create_labels_file(args.output, (*view.leading_shape, *view.data.shape[2:]),
+                                        label_dtype(model.num_classes))
+            model.predict(image, min_probability=args.min_probability, out=labels, progress=progress,
+                          **options)
+            labels.flush()
         else:
-            result = model.predict_compact(image, progress=progress, **options)
-    labels = apply_threshold(result, args.min_probability)
-    write_image(args.output, labels)
+            labels = model.predict(image, min_probability=args.min_probability, progress=progress,
+                                   **options)
+            write_image(args.output, labels)
     counts = _class_counts(labels, model.class_names)
     print(f"wrote labels {labels.shape} with classes {counts} to {args.output}")
     if args.probabilities:
@@ -174,7 +188,10 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _class_counts(labels: np.ndarray, names: Sequence[str]) -> str:
-    counts = np.bincount(labels.reshape(-1), minlength=len(names) + 1)
+    counts = np.zeros(len(names) + 1, np.int64)
+    flat = labels.reshape(-1)
+    for start in range(0, flat.size, 1 << 24):  # in chunks: bincount makes an int64 copy
+        counts += np.bincount(flat[start:start + (1 << 24)], minlength=len(names) + 1)
     parts = [f"{names[k - 1]}: {counts[k] / labels.size:.1%}" for k in range(1, len(names) + 1)]
     if counts[0]:
         parts.append(f"unclassified: {counts[0] / labels.size:.1%}")

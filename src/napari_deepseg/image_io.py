@@ -29,6 +29,17 @@ def read_image(path: str | Path) -> np.ndarray:
         raise ValueError(f"cannot read image {str(path)!r}: {err}") from None
 
 
+def create_labels_file(path: str | Path, shape: tuple[int, ...], dtype: type) -> np.ndarray:
+    """A new uncompressed TIFF of ``shape`` mapped into memory, for labels written band by band."""
+    import tifffile
+
+    path = Path(path)
+    if path.suffix.lower() not in TIFF_SUFFIXES:
+        raise ValueError(f"streamed labels need a .tif file, got {str(path)!r}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return tifffile.memmap(path, shape=shape, dtype=dtype)
+
+
 def write_image(path: str | Path, data: np.ndarray) -> Path:
     """Write labels or probabilities; TIFF for anything, PNG for 2D uint8/uint16 labels."""
     path = Path(path)

@@ -17,10 +17,13 @@ from .prediction import (
     CompactProbabilities,
     ProgressCallback,
     TilingOptions,
-    apply_threshold,
+    label_dtype,
     predict_compact,
+    predict_labels,
     predict_probabilities,
 )
+
+DEFAULT_TILING = TilingOptions()
 
 
 class SegmentationModel:
@@ -104,9 +107,11 @@ class SegmentationModel:
             raise ValueError(f"the image is empty (shape {tuple(np.shape(image))})")
         return view
 
-    def _prediction_kwargs(self, tile_size: int, overlap: int, batch_size: int, device: str | None,
-                           precision: Precision | str, progress: ProgressCallback | None,
-                           should_stop: Callable[[], bool] | None) -> dict[str, Any]:
+    def _prediction_kwargs(self, tile_size: int = DEFAULT_TILING.tile_size,
+                           overlap: int = DEFAULT_TILING.overlap, batch_size: int = DEFAULT_TILING.batch_size,
+                           device: str | None = None, precision: Precision | str = Precision.AUTO,
+                           progress: ProgressCallback | None = None,
+                           should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
         target = resolve_device(device) if device else self.device
         self.module.to(target)
         return dict(tiling=TilingOptions(tile_size, overlap, batch_size), device=target,
@@ -117,9 +122,9 @@ class SegmentationModel:
         image: Any,
         *,
         channel_axis: int | None = None,
-        tile_size: int = 512,
-        overlap: int = 128,
-        batch_size: int = 4,
+        tile_size: int = DEFAULT_TILING.tile_size,
+        overlap: int = DEFAULT_TILING.overlap,
+        batch_size: int = DEFAULT_TILING.batch_size,
         device: str | None = None,
         precision: Precision | str = Precision.AUTO,
         progress: ProgressCallback | None = None,
@@ -137,9 +142,9 @@ class SegmentationModel:
         image: Any,
         *,
         channel_axis: int | None = None,
-        tile_size: int = 512,
-        overlap: int = 128,
-        batch_size: int = 4,
+        tile_size: int = DEFAULT_TILING.tile_size,
+        overlap: int = DEFAULT_TILING.overlap,
+        batch_size: int = DEFAULT_TILING.batch_size,
         device: str | None = None,
         precision: Precision | str = Precision.AUTO,
         progress: ProgressCallback | None = None,
@@ -152,9 +157,20 @@ class SegmentationModel:
                                          should_stop)
         return predict_compact(self.module, view, self.normalisation, self.num_classes, **kwargs)
 
-    def predict(self, image: Any, *, min_probability: float = 0.0, **kwargs: Any) -> np.ndarray:
-        """Labels 0..K: the most probable class where its probability reaches ``min_probability``."""
-        return apply_threshold(self.predict_compact(image, **kwargs), min_probability)
+    def predict(self, image: Any, *, min_probability: float = 0.0, out: Any = None,
+                channel_axis: int | None = None, **kwargs: Any) -> np.ndarray:
+        """Labels 0..K: the most probable class where its probability reaches ``min_probability``.
+
+        ``out``: an integer array of the image's spatial shape to write the labels into band by
+        band (numpy, ``np.memmap``, a memory-mapped TIFF, zarr), for images larger than memory;
+        it is returned. Other keywords as for :meth:`predict_proba`.
+        """
+        view = self.view(image, channel_axis)
+        if out is None:
+            out = np.empty((*view.leading_shape, *view.data.shape[2:]), label_dtype(self.num_classes))
+        options = self._prediction_kwargs(**kwargs)
+        return predict_labels(self.module, view, self.normalisation, self.num_classes, out,
+                              min_probability, **options)
 
     def save(self, path: str | Path) -> Path:
         """Write one self-describing file (safetensors weights + JSON metadata, no pickle)."""
