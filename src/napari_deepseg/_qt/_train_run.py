@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 from napari.utils import notifications
 from napari.utils.colormaps import DirectLabelColormap
 
@@ -14,9 +16,9 @@ from ._train_job import PreviewSettings, TrainingError, wait_until
 
 if TYPE_CHECKING:
     import napari
-    import numpy as np
 
 _log = logging.getLogger(__name__)
+PROGRESS_INTERVAL_S = 0.25
 
 
 class PreviewLayer:
@@ -30,6 +32,11 @@ class PreviewLayer:
         self._image_layer, self._labels_layer = image_layer, labels_layer
         self._colors = layer_io.class_colors(labels_layer, num_classes)  # the strokes' colours
         self.layer: Any = None
+
+    def create_empty(self, shape: tuple[int, ...]) -> None:
+        """Add the (transparent) layer now: adding a layer costs the GUI thread far more than
+        replacing its data, so it happens when Start is pressed, not in the middle of the run."""
+        self.show(np.zeros(shape, np.uint8))
 
     def show(self, plane: np.ndarray) -> None:
         if self.layer is None:
@@ -68,6 +75,17 @@ class TrainingRun:
     progress: Any = None  # napari.utils.progress, shown in the activity dock
     error: BaseException | None = None
     stopped: bool = False
+    _pending_steps: int = 0
+    _last_progress: float = 0.0
+
+    def advance_progress(self, last: bool) -> None:
+        """Move the progress bar at most a few times a second: each move repaints the activity
+        dock and napari runs ``processEvents`` inside it, which stalls the GUI thread."""
+        self._pending_steps += 1
+        now = time.monotonic()
+        if last or now - self._last_progress >= PROGRESS_INTERVAL_S:
+            self.progress.update(self._pending_steps)
+            self._pending_steps, self._last_progress = 0, now
 
     def request_stop(self) -> None:
         self.stopped = True

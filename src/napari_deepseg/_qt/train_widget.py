@@ -153,6 +153,8 @@ class TrainWidget(QWidget):
             "paused": self._on_paused, "resumed": self._on_resumed, "warned": show_warning})
         display = architecture_spec(architecture).display_name
         preview_layer = PreviewLayer(self.viewer, image_layer, labels_layer, inputs.num_classes)
+        if preview.enabled:
+            preview_layer.create_empty(preview.image.spatial_shape[-2:])
         run = TrainingRun(worker=worker, job=job, name=model_name(architecture, inputs.names),
                           preview=preview, preview_layer=preview_layer, image_layer=image_layer)
         self._holder.run = run
@@ -200,7 +202,8 @@ class TrainWidget(QWidget):
                                   f"loss {record.loss:.3g}")
         if item.preview is not None:
             run.preview_layer.show(item.preview)
-        run.progress.update(1)  # last: napari processes events here, even the run's end
+        # last: napari processes events here, even the run's end
+        run.advance_progress(last=record.iteration == record.last_iteration)
 
     def _on_errored(self, error: BaseException) -> None:
         run = self._holder.run
