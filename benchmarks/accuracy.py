@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 import warnings
 from pathlib import Path
@@ -141,10 +140,14 @@ def main() -> None:
     parser.add_argument("--fp32-check", action="store_true")
     parser.add_argument("--json", type=Path, default=Path("accuracy.json"))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--report", action="store_true", help="only print the table of --json")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", message=".*pretrained.*")  # offline: from scratch, by design
 
     results: dict[str, dict] = json.loads(args.json.read_text()) if args.json.exists() else {}
+    if args.report:
+        print_table(results)
+        return
 
     def record(key: str, compute, *compute_args) -> dict:
         if key not in results:
@@ -202,13 +205,14 @@ def print_table(results: dict[str, dict]) -> None:
     lines = []
     for dataset in DATASETS:
         rf = results.get(f"{dataset}/random forest/strokes")
-        for budget in ("3 min", "10 min"):
+        dense = results.get(f"{dataset}/unet/dense/10 min")
+        for budget in ("1 min", "3 min", "10 min"):
             unet = results.get(f"{dataset}/unet/strokes/{budget}")
-            dense = results.get(f"{dataset}/unet/dense/{budget}")
             if rf and unet:
-                gap = f", dense {dense['iou']:.3f}" if dense else ""
-                lines.append(f"{dataset} {budget}: U-Net {unet['iou']:.3f} vs RF {rf['iou']:.3f}{gap}")
-    print("\nsummary: nucleus IoU from ~1 % strokes: " + "; ".join(lines), file=sys.stdout)
+                lines.append(f"{dataset} {budget} U-Net {unet['iou']:.3f} vs RF {rf['iou']:.3f}")
+        if dense:
+            lines.append(f"{dataset} dense 10 min {dense['iou']:.3f}")
+    print("\nsummary: held-out nucleus IoU from ~1 % strokes: " + "; ".join(lines))
 
 
 if __name__ == "__main__":

@@ -36,7 +36,15 @@ from napari_deepseg import SegmentationModel
 from napari_deepseg._device import resolve_precision, use_channels_last
 from napari_deepseg.data.normalisation import Normalisation
 from napari_deepseg.models import build_model
-from napari_deepseg.prediction import TilingOptions, tile_starts
+from napari_deepseg.prediction import TilingOptions
+
+try:
+    from napari_deepseg.prediction import tile_layout
+except ImportError:  # engines before 2026-11-22 (for before/after runs): fixed-size tiles
+    from napari_deepseg.prediction import tile_starts
+
+    def tile_layout(length: int, tile: int, overlap: int) -> tuple[int, list[int]]:
+        return min(tile, length), tile_starts(length, tile, overlap)
 
 CLASSES = 3
 
@@ -118,8 +126,9 @@ def measure(size: int, workdir: Path | None, tiling: TilingOptions) -> dict:
                               dtype=np.uint8)
     else:
         out = np.empty((size, size), np.uint8)
-    th = tw = min(tiling.tile_size, size)
-    tiles = len(tile_starts(size, th, tiling.overlap)) ** 2
+    th, starts = tile_layout(size, tiling.tile_size, tiling.overlap)
+    tw = th
+    tiles = len(starts) ** 2
     batches = -(-tiles // tiling.batch_size)
     repeats = min(batches, 5)
     before = model_only_seconds_per_batch(model, (th, tw), tiling.batch_size, repeats)

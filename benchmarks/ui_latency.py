@@ -23,6 +23,7 @@ import torch
 from napari._qt.qt_event_loop import get_qapp
 from qtpy.QtCore import QEventLoop, Qt, QTimer
 
+from napari_deepseg._qt import _train_run
 from napari_deepseg._qt import train_widget as train_module
 from napari_deepseg._qt.train_widget import TrainWidget
 from napari_deepseg.sample_data import fluorescence_sample_layers
@@ -97,12 +98,15 @@ def run_once(viewer: napari.Viewer, widget: TrainWidget, threads: int | None) ->
     seen: dict[str, int] = {}
 
     def drive(job: Any) -> Any:  # the worker thread's own intra-op thread count, then the job
-        if threads is not None:
-            torch.set_num_threads(threads)
+        torch.set_num_threads(threads)
         seen["threads"] = torch.get_num_threads()
+        yield from job
+
+    def product_drive(job: Any) -> Any:  # the widget's own choice (one core left to the GUI)
+        seen["threads"] = _train_run.worker_thread_count()
         yield from _original_drive(job)
 
-    train_module.drive = drive
+    train_module.drive = drive if threads is not None else product_drive
     for layer in [la for la in viewer.layers if la.name.endswith(" preview")]:
         viewer.layers.remove(layer)  # each run creates its preview layer afresh
     handler = TimedHandler(TrainWidget._on_yielded.__get__(widget))
@@ -138,6 +142,7 @@ def main() -> None:
     load_start = _load()
     default = torch.get_num_threads()
     runs = [default, max(default - 1, 1)] if args.compare_threads else [args.threads]
+    # --threads unset: the widget picks (torch's default minus one, see worker_thread_count)
 
     app = get_qapp()
     viewer = napari.Viewer(show=True)

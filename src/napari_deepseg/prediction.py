@@ -29,9 +29,12 @@ class TilingOptions:
     """``tile_size`` pixels per side (images smaller than a tile are predicted whole),
     ``overlap`` pixels shared by neighbouring tiles, ``batch_size`` tiles per forward pass."""
 
-    tile_size: int = 512
+    # Measured on a 2-core AMX CPU (benchmarks/prediction.py): network throughput per pixel is
+    # flat from 256 to 1024-pixel tiles and batching does not raise it, while bigger tiles
+    # recompute less overlap (4096x4096: 1.28x the pixels at 1024, 1.89x at 512).
+    tile_size: int = 1024
     overlap: int = 128
-    batch_size: int = 4
+    batch_size: int = 1
 
     def __post_init__(self) -> None:
         if self.tile_size < 32:
