@@ -170,8 +170,7 @@ def _predict(args: argparse.Namespace) -> int:
         elif args.output.suffix.lower() in TIFF_SUFFIXES:
             # Streamed into a memory-mapped TIFF: images larger than memory work.
             view = model.view(image, args.channel_axis)
-            labels = create_labels_file(args.output, (*view.leading_shape, *view.data.shape[2:]),
-                                        label_dtype(model.num_classes))
+            labels = create_labels_file(args.output, view.labels_shape, label_dtype(model.num_classes))
             model.predict(image, min_probability=args.min_probability, out=labels, progress=progress,
                           **options)
             labels.flush()

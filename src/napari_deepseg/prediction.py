@@ -231,7 +231,7 @@ def predict_compact(module, view: SliceView, normalisation: Normalisation, num_c
         out.write(chunk, (s, slice(y0, y0 + chunk.shape[0])))
 
     predict_bands(module, view, normalisation, num_classes, write, **kwargs)
-    shape = (*view.leading_shape, height, width)
+    shape = view.labels_shape
     return CompactProbabilities(out.best_class.reshape(shape), out.best_probability.reshape(shape),
                                 num_classes)
 
@@ -241,14 +241,13 @@ def predict_labels(module, view: SliceView, normalisation: Normalisation, num_cl
     """Thresholded labels written band by band into ``out`` (any array with numpy slicing of the
     image's spatial shape: numpy, ``np.memmap``, a memory-mapped TIFF, zarr). Nothing else of
     image size is held in memory, so the result can be larger than RAM."""
-    num_slices, _, height, width = view.data.shape
-    spatial = (*view.leading_shape, height, width)
+    spatial = view.labels_shape
     if tuple(out.shape) != spatial:
         raise ValueError(f"out has shape {tuple(out.shape)} but the labels have shape {spatial}")
     if not np.issubdtype(out.dtype, np.integer) or np.iinfo(out.dtype).max < num_classes:
         raise TypeError(f"out must be an integer array that holds {num_classes}; got {out.dtype}")
     _check_min_probability(min_probability)
-    leading = [np.unravel_index(s, view.leading_shape) for s in range(num_slices)]
+    leading = [np.unravel_index(s, view.leading_shape) for s in range(view.num_slices)]
 
     def write(s: int, y0: int, chunk: np.ndarray) -> None:
         best, top = _best_class(chunk)

@@ -167,7 +167,7 @@ class SegmentationModel:
         """
         view = self.view(image, channel_axis)
         if out is None:
-            out = np.empty((*view.leading_shape, *view.data.shape[2:]), label_dtype(self.num_classes))
+            out = np.empty(view.labels_shape, label_dtype(self.num_classes))
         options = self._prediction_kwargs(**kwargs)
         return predict_labels(self.module, view, self.normalisation, self.num_classes, out,
                               min_probability, **options)

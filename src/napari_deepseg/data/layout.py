@@ -46,6 +46,11 @@ class SliceView:
     def spatial_shape(self) -> tuple[int, int]:
         return int(self.data.shape[2]), int(self.data.shape[3])
 
+    @property
+    def labels_shape(self) -> tuple[int, ...]:
+        """Shape of per-pixel results for the input image: ``(*leading_shape, H, W)``."""
+        return (*self.leading_shape, *self.spatial_shape)
+
     def unflatten(self, array: Any) -> Any:
         """Reshape ``(..., S, H, W)`` back to ``(..., *leading_shape, H, W)``.
 

@@ -51,7 +51,7 @@ class UNet(nn.Module):
         self.encoder = encoder
         # The decoder starts at 1/32 whatever the encoder: VGG's last block is at 1/16, so its
         # output is pooled once more (as the reference implementations do) and becomes a skip.
-        # Starting at 1/16 would run the 256-wide block at 1/8: ~50 % more FLOPs in total.
+        # Starting at 1/16 would run the 256-wide block at 1/8: ~30 % more FLOPs in total.
         self.center_pool = encoder.reductions[-1] < 32
         channels = tuple(encoder.out_channels)
         if self.center_pool:
