@@ -72,7 +72,7 @@ def test_training_never_modifies_the_inputs():
     for _ in trainer.run():
         pass
     np.testing.assert_array_equal(labels, labels_before)
-    patches, _ = trainer._sampler.sample(2)  # the run kept its own copy of the image
+    patches, _ = trainer.data.sampler.sample(2)  # the run kept its own copy of the image
     assert patches.std() > 0
 
 

@@ -17,6 +17,7 @@ from .models import available_architectures
 from .prediction import CompactProbabilities, apply_threshold
 from .segmentation_model import SegmentationModel
 from .training import Trainer, TrainingProgress, ValidationMetrics
+from .uncertainty import suggest_next_region, uncertainty
 
 __all__ = [
     "AugmentationConfig",
@@ -28,5 +29,7 @@ __all__ = [
     "ValidationMetrics",
     "apply_threshold",
     "available_architectures",
+    "suggest_next_region",
+    "uncertainty",
     "__version__",
 ]

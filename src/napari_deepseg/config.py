@@ -70,12 +70,28 @@ class TrainingConfig:
 
     ``encoder=None`` takes the architecture's default encoder. ``device="auto"`` picks
     CUDA, then MPS, then CPU.
+
+    A run ends after ``iterations`` or ``max_minutes`` of training, whichever comes first, and
+    the learning-rate schedule follows the elapsed share of that limit. With both ``None`` it
+    runs until it is stopped, at a constant learning rate after the warm-up.
+
+    ``normalisation``: ``"per_image"`` scales every image by its own percentiles (robust to
+    brightness and stain changes); ``"dataset"`` applies the training images' bounds to every
+    image (when absolute intensity carries the class).
+
+    ``ema_decay``: the model you get (preview, prediction, saving) holds an exponential moving
+    average of the weights with this decay (0 turns it off), so it does not depend on the
+    iteration at which training stops.
+
+    ``regularisation_weight``: weight of the CRF (Potts) loss that asks unlabelled pixels to
+    take the class of similar-looking neighbours (0 turns it off).
     """
 
     architecture: str = "unet"
     encoder: str | None = None
     pretrained: bool = True
-    iterations: int = 500
+    iterations: int | None = 500
+    max_minutes: float | None = None
     batch_size: int = 4
     patch_size: int = 256
     learning_rate: float | None = None  # None: the architecture's default (1e-3; FCN-8s 3e-4)
@@ -91,6 +107,9 @@ class TrainingConfig:
     seed: int = 0
     device: str = "auto"
     precision: Precision = Precision.AUTO
+    normalisation: str = "per_image"
+    ema_decay: float = 0.99
+    regularisation_weight: float = 0.0
     augmentation: AugmentationConfig = field(default_factory=AugmentationConfig)
 
     def __post_init__(self) -> None:
@@ -102,8 +121,19 @@ class TrainingConfig:
             object.__setattr__(self, "augmentation", AugmentationConfig(**self.augmentation))
         for name in ("iterations", "batch_size", "patch_size", "validation_interval"):
             value = getattr(self, name)
+            if value is None and name == "iterations":
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.max_minutes is not None and (isinstance(self.max_minutes, bool)
+                                             or not self.max_minutes > 0):
+            raise ValueError(f"max_minutes must be > 0 (or None for no time limit), got {self.max_minutes!r}")
+        if self.normalisation not in ("per_image", "dataset"):
+            raise ValueError(f"normalisation must be 'per_image' or 'dataset', got {self.normalisation!r}")
+        if not 0 <= self.ema_decay < 1:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
+        if not self.regularisation_weight >= 0:
+            raise ValueError(f"regularisation_weight must be >= 0, got {self.regularisation_weight!r}")
         if self.patch_size < 32:
             raise ValueError(f"patch_size must be at least 32 pixels, got {self.patch_size}")
         if self.learning_rate is not None and not self.learning_rate > 0:
@@ -115,6 +145,11 @@ class TrainingConfig:
                 f"labelled_patch_fraction must be in [0, 1], got {self.labelled_patch_fraction!r}")
         if self.weight_decay < 0 or self.dice_weight < 0:
             raise ValueError("weight_decay and dice_weight must be >= 0")
+
+    @property
+    def until_stopped(self) -> bool:
+        """Neither an iteration nor a time limit: the run goes on until it is stopped."""
+        return self.iterations is None and self.max_minutes is None
 
     def replace(self, **changes: Any) -> TrainingConfig:
         return dataclasses.replace(self, **changes)
@@ -133,6 +168,10 @@ class TrainingConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
+        data = dict(data)
+        # Files written before these options existed trained with dataset bounds and no averaging.
+        data.setdefault("normalisation", "dataset")
+        data.setdefault("ema_decay", 0.0)
         return cls(**data)
 
 

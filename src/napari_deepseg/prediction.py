@@ -112,11 +112,13 @@ def predict_bands(
     """Run the network over every slice of ``view`` tile by tile and feed finished rows to ``sink``.
 
     Probabilities are accumulated classes-last (rows, W, K) so the per-pixel class reductions
-    run over contiguous memory. The tile grid is a product of two 1D layouts, so the sum of the
+    run over contiguous memory. In ``per_image`` mode the image's bounds are measured once over
+    the whole image, so every tile is scaled alike. The tile grid is a product of two 1D layouts, so the sum of the
     blending weights at a pixel is the product of two 1D sums: no 2D weight map is kept.
     """
     data = view.data
     num_slices, _, height, width = data.shape
+    normalisation = normalisation.for_image(data)  # per-image bounds over the whole image, not per tile
     th, ys, wys, sum_y = _axis_weights(height, tiling.tile_size, tiling.overlap)
     tw, xs, wxs, sum_x = _axis_weights(width, tiling.tile_size, tiling.overlap)
     total = num_slices * len(ys) * len(xs)

@@ -24,6 +24,23 @@ from .prediction import (
 )
 
 DEFAULT_TILING = TilingOptions()
+REGION_CONTEXT = 64  # pixels around a predicted region that the network also sees
+
+
+def _region_view(view: SliceView, region: tuple[int, int, int, int]) -> tuple[SliceView, tuple[slice, slice]]:
+    """The box plus its context as a view of its own, and where the box lies inside it."""
+    if view.num_slices != 1:
+        raise ValueError("region prediction needs a single-plane image; pass the plane")
+    height, width = view.spatial_shape
+    y0, y1, x0, x1 = (int(v) for v in region)
+    y0, x0 = max(y0, 0), max(x0, 0)
+    y1, x1 = min(y1, height), min(x1, width)
+    if y1 <= y0 or x1 <= x0:
+        raise ValueError(f"region {tuple(region)} does not overlap the image of size {height} x {width}")
+    top, left = max(y0 - REGION_CONTEXT, 0), max(x0 - REGION_CONTEXT, 0)
+    bottom, right = min(y1 + REGION_CONTEXT, height), min(x1 + REGION_CONTEXT, width)
+    crop = SliceView(view.data[:, :, top:bottom, left:right], (), view.channel_axis)
+    return crop, (slice(y0 - top, y1 - top), slice(x0 - left, x1 - left))
 
 
 class SegmentationModel:
@@ -142,6 +159,8 @@ class SegmentationModel:
         image: Any,
         *,
         channel_axis: int | None = None,
+        region: tuple[int, int, int, int] | None = None,
+        image_normalisation: Normalisation | None = None,
         tile_size: int = DEFAULT_TILING.tile_size,
         overlap: int = DEFAULT_TILING.overlap,
         batch_size: int = DEFAULT_TILING.batch_size,
@@ -151,11 +170,23 @@ class SegmentationModel:
         should_stop: Callable[[], bool] | None = None,
     ) -> CompactProbabilities:
         """Like :meth:`predict_proba` but returns the compact (2 bytes/pixel) result that
-        :func:`apply_threshold` re-thresholds instantly; never holds the float probabilities whole."""
+        :func:`apply_threshold` re-thresholds instantly; never holds the float probabilities whole.
+
+        ``region=(y0, y1, x0, x1)`` predicts only that box of a single-plane image (the network
+        sees up to ``REGION_CONTEXT`` pixels around it) and returns the box's result; the
+        normalisation is still that of the whole image. ``image_normalisation`` (from
+        ``model.normalisation.for_image(model.view(image).data)``) skips measuring the image's
+        bounds again when the same image is predicted repeatedly.
+        """
         view = self.view(image, channel_axis)
         kwargs = self._prediction_kwargs(tile_size, overlap, batch_size, device, precision, progress,
                                          should_stop)
-        return predict_compact(self.module, view, self.normalisation, self.num_classes, **kwargs)
+        normalisation = image_normalisation or self.normalisation.for_image(view.data)
+        if region is None:
+            return predict_compact(self.module, view, normalisation, self.num_classes, **kwargs)
+        crop_view, inner = _region_view(view, region)
+        full = predict_compact(self.module, crop_view, normalisation, self.num_classes, **kwargs)
+        return CompactProbabilities(full.best_class[inner], full.best_probability[inner], self.num_classes)
 
     def predict(self, image: Any, *, min_probability: float = 0.0, out: Any = None,
                 channel_axis: int | None = None, **kwargs: Any) -> np.ndarray:

@@ -44,7 +44,42 @@ def test_dict_roundtrip_through_json() -> None:
     again = Normalisation.from_dict(json.loads(json.dumps(norm.to_dict())))
     assert again == norm
     assert again.low == (0.5, -2.0, 10.0)
-    assert norm.to_dict() == {"low": [0.5, -2.0, 10.0], "high": [9.25, 4.0, 300.0]}
+    assert norm.to_dict() == {"low": [0.5, -2.0, 10.0], "high": [9.25, 4.0, 300.0], "mode": "dataset",
+                              "percentiles": [1.0, 99.8]}
+    per_image = Normalisation(low=(1.0,), high=(2.0,), mode="per_image", percentiles=(2, 98))
+    assert Normalisation.from_dict(json.loads(json.dumps(per_image.to_dict()))) == per_image
+
+
+def test_files_without_a_mode_load_as_dataset_bounds() -> None:
+    old = Normalisation.from_dict({"low": [3.0], "high": [7.0]})  # written before the modes existed
+    assert old.mode == "dataset" and old.percentiles == (1.0, 99.8)
+    image = np.arange(100, dtype=np.float32).reshape(1, 1, 10, 10)
+    assert old.for_image(image) is old
+
+
+def test_per_image_bounds_follow_each_image() -> None:
+    rng = np.random.default_rng(0)
+    image = rng.gamma(2.0, 20.0, size=(1, 3, 120, 100)).astype(np.float32)  # (S, C, H, W)
+    norm = Normalisation(low=(0.0,) * 3, high=(1.0,) * 3, mode="per_image")
+    base = norm.for_image(image).apply(image[0])
+    for scale, offset in ((0.5, 0.0), (2.0, 0.0), (1.0, 40.0), (3.0, -7.0)):
+        shifted = image * np.float32(scale) + np.float32(offset)
+        fixed = norm.for_image(shifted)
+        assert fixed.mode == "dataset"
+        np.testing.assert_allclose(fixed.apply(shifted[0]), base, atol=1e-4)
+    np.testing.assert_allclose(fixed.low, np.percentile(shifted, 1.0, axis=(0, 2, 3)), rtol=1e-6)
+    with pytest.raises(ValueError, match="mode"):
+        Normalisation(low=(0.0,), high=(1.0,), mode="per_tile")
+
+
+def test_per_image_bounds_of_a_big_image_use_a_strided_sample() -> None:
+    from napari_deepseg.data.normalisation import image_bounds
+
+    big = np.random.default_rng(1).normal(100, 10, size=(1, 1, 2000, 1500)).astype(np.float32)
+    low, high = image_bounds(big, max_samples=50_000)
+    full_low, full_high = np.percentile(big, [1.0, 99.8])
+    assert low[0] == pytest.approx(full_low, abs=1.0) and high[0] == pytest.approx(full_high, abs=2.0)
+    assert image_bounds(big, max_samples=50_000) == (low, high)  # deterministic
 
 
 def test_subsampling_is_deterministic_and_close() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from napari_deepseg.data import PatchSampler, split_validation, validation_crops
+from napari_deepseg.data import PatchSampler, validation_crops, validation_masks
 
 
 def _stroke_image(size: int = 400) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -96,21 +96,31 @@ def _dense_labels(size: int = 256, seed: int = 0) -> np.ndarray:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_block_split(seed: int) -> None:
-    image = np.zeros((1, 256, 256), np.float32)
-    labels = _dense_labels(seed=seed)
-    labels_copy = labels.copy()
-    tx, ty, vx, vy = split_validation([image], [labels], fraction=0.25, rng=np.random.default_rng(seed))
-    np.testing.assert_array_equal(labels, labels_copy)
-    assert len(ty) == len(vy) == 1 and tx[0] is image and vx[0] is image
-    train, val = ty[0], vy[0]
-    held = (val > 0).sum() / (labels > 0).sum()
-    assert 0.18 <= held <= 0.32  # blocks of 64 px: 1/16 of the labels each
-    assert not ((train > 0) & (val > 0)).any()
-    np.testing.assert_array_equal(np.where(train > 0, train, val), labels)
-    # Whole 64 x 64 blocks moved: a block is entirely in training or in validation.
-    in_val = (val > 0).reshape(4, 64, 4, 64).any(axis=(1, 3))
-    in_train = (train > 0).reshape(4, 64, 4, 64).any(axis=(1, 3))
-    assert not (in_val & in_train).any()
+    labels = [_dense_labels(seed=seed), _dense_labels(seed=seed + 10)]
+    copies = [lab.copy() for lab in labels]
+    masks = validation_masks(labels, [(0, 0), (1, 0)], fraction=0.25, seed=seed)
+    for lab, copy in zip(labels, copies):
+        np.testing.assert_array_equal(lab, copy)
+    held = sum(int(m.sum()) for m in masks) / sum(int((lab > 0).sum()) for lab in labels)
+    assert 0.05 <= held <= 0.5  # 32 blocks of 64 px, each held with probability 1/4
+    for lab, mask in zip(labels, masks):
+        assert not (mask & (lab == 0)).any()
+        # Whole 64 x 64 blocks: a block is entirely held out or entirely kept.
+        per_block = mask.reshape(4, 64, 4, 64).mean(axis=(1, 3))
+        labelled = (lab > 0).reshape(4, 64, 4, 64).mean(axis=(1, 3))
+        assert np.all((per_block == 0) | np.isclose(per_block, labelled))
+
+
+def test_split_is_stable_while_painting() -> None:
+    labels = _dense_labels(seed=0)
+    labels[:, 128:] = 0  # only the left half painted at first
+    before = validation_masks([labels], [(0, 0)], fraction=0.3, seed=4)[0]
+    more = _dense_labels(seed=0)  # then the right half too
+    after = validation_masks([more], [(0, 0)], fraction=0.3, seed=4)[0]
+    np.testing.assert_array_equal(after[:, :128], before[:, :128])  # nothing already split moved
+    assert after[:, 128:].any() and (~after[:, 128:] & (more[:, 128:] > 0)).any()
+    other_seed = validation_masks([more], [(0, 0)], fraction=0.3, seed=5)[0]
+    assert not np.array_equal(other_seed, after)
 
 
 def test_block_split_keeps_every_class_in_training() -> None:
@@ -118,44 +128,17 @@ def test_block_split_keeps_every_class_in_training() -> None:
     labels[labels == 2] = 1
     labels[70:72, 70:72] = 2  # class 2 lives in one block only
     for seed in range(8):
-        _, ty, _, vy = split_validation([np.zeros((1, 128, 128))], [labels], fraction=0.5,
-                                        rng=np.random.default_rng(seed))
-        assert (ty[0] == 2).sum() == 4
-        assert vy and (vy[0] > 0).sum() > 0
+        mask = validation_masks([labels], [(0, 0)], fraction=0.5, seed=seed)[0]
+        assert ((labels == 2) & ~mask).sum() == 4
 
 
 def test_no_validation_when_too_few_labels_or_fraction_zero() -> None:
     labels = np.zeros((128, 128), np.int64)
     labels[10, :100], labels[100, :50] = 1, 2  # 150 labelled pixels < 200
-    image = np.zeros((1, 128, 128), np.float32)
-    _, ty, vx, vy = split_validation([image], [labels], fraction=0.3, rng=np.random.default_rng(0))
-    assert vx == [] and vy == [] and len(ty) == 1
-    np.testing.assert_array_equal(ty[0], labels)
-    assert ty[0] is not labels
-    dense = _dense_labels()
-    _, ty, vx, vy = split_validation([image], [dense], fraction=0.0, rng=np.random.default_rng(0))
-    assert vx == [] and vy == []
-    np.testing.assert_array_equal(ty[0], dense)
-
-
-def test_whole_slice_split() -> None:
-    images = [np.full((1, 64, 64), i, np.float32) for i in range(7)]
-    labels = [_dense_labels(64, seed=i) for i in range(6)] + [np.zeros((64, 64), np.int64)]
-    copies = [lab.copy() for lab in labels]
-    tx, ty, vx, vy = split_validation(images, labels, fraction=0.3, rng=np.random.default_rng(0))
-    assert len(vx) == 2 and len(tx) == 4  # 2/6 = 0.33 is the nearest share; unlabelled slice 6 dropped
-    held = {int(v[0, 0, 0]) for v in vx}
-    assert held.isdisjoint({int(t[0, 0, 0]) for t in tx}) and 6 not in held
-    for v, lab in zip(vx, vy):
-        np.testing.assert_array_equal(lab, labels[int(v[0, 0, 0])])
-        assert not np.shares_memory(lab, labels[int(v[0, 0, 0])])
-    for lab, copy in zip(labels, copies):
-        np.testing.assert_array_equal(lab, copy)
-    # A tiny fraction still holds out one slice; training keeps at least one.
-    _, ty, _, vy = split_validation(images[:4], labels[:4], fraction=0.01, rng=np.random.default_rng(0))
-    assert len(vy) == 1 and len(ty) == 3
-    _, ty, _, vy = split_validation(images[:4], labels[:4], fraction=0.99, rng=np.random.default_rng(0))
-    assert len(vy) == 3 and len(ty) == 1
+    assert not validation_masks([labels], [(0, 0)], fraction=0.3, seed=0)[0].any()
+    assert not validation_masks([_dense_labels()], [(0, 0)], fraction=0.0, seed=0)[0].any()
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        validation_masks([labels], [(0, 0)], fraction=1.0, seed=0)
 
 
 def test_validation_crops_cover_strokes() -> None:

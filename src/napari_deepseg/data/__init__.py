@@ -3,17 +3,20 @@
 from .augmentation import Augmenter
 from .layout import SliceView, to_slices, training_slices, validate_label_set
 from .normalisation import Normalisation, compute_normalisation
-from .sampling import PatchSampler, split_validation, validation_crops
+from .sampling import PatchSampler, validation_crops
+from .split import validation_masks
+from .training_set import TrainingSet
 
 __all__ = [
     "Augmenter",
     "Normalisation",
     "PatchSampler",
+    "TrainingSet",
     "SliceView",
     "compute_normalisation",
-    "split_validation",
     "to_slices",
     "training_slices",
     "validate_label_set",
     "validation_crops",
+    "validation_masks",
 ]

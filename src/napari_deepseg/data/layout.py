@@ -202,6 +202,57 @@ def _resolve_training_channel_axis(
     raise ValueError(mismatch)
 
 
+def check_training_pair(image: Any, labels: Any, *, channel_axis: int | None = None
+                        ) -> tuple[np.ndarray, np.ndarray, int | None]:
+    """Validate an image / labels pair for training.
+
+    Returns
+    -------
+    image, labels, channel_axis
+        The inputs as numpy arrays (not copies) and the image's channel axis (``None``: none).
+
+    Raises
+    ------
+    TypeError
+        For a non-numeric image, or float / bool labels.
+    ValueError
+        For mismatched shapes, empty arrays, non-finite image values, negative labels or
+        labels without a single labelled pixel.
+    """
+    image = np.asarray(image)
+    labels = np.asarray(labels)
+    _check_image_dtype(image)
+    check_labels(labels)
+    if image.size == 0 or labels.size == 0:
+        raise ValueError(
+            f"image and labels must not be empty; got image {image.shape} and labels {labels.shape}")
+    _check_ndim(image.shape)
+    _check_ndim(labels.shape, "labels")
+    axis = _resolve_training_channel_axis(image.shape, labels.shape, channel_axis)
+    if image.dtype.kind == "f":
+        bad = int(image.size - np.count_nonzero(np.isfinite(image)))
+        if bad:
+            raise ValueError(f"image contains {bad} NaN or infinite value(s); clean or fill them first")
+    if not labels.any():
+        raise ValueError("labels contain no labelled pixel; paint at least one stroke with a class >= 1 "
+                         "(0 means unlabelled)")
+    return image, labels, axis
+
+
+def check_labels(labels: np.ndarray) -> None:
+    """Integer labels, none negative (0 = unlabelled, 1..K = classes)."""
+    _check_label_dtype(labels)
+    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
+        raise ValueError(f"labels must be >= 0 (0 means unlabelled); found {labels.min()}")
+
+
+def pair_slices(image: np.ndarray, axis: int | None) -> np.ndarray:
+    """``(S, C, H, W)`` view of a training image whose channel axis is ``axis``."""
+    if axis is None:  # same ndim as the labels: no channel axis, whatever the last axis' size
+        return image.reshape(-1, 1, *image.shape[-2:])
+    return to_slices(image, channel_axis=axis).data
+
+
 def training_slices(
     image: Any, labels: Any, *, channel_axis: int | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -227,35 +278,11 @@ def training_slices(
 
     Raises
     ------
-    TypeError
-        For a non-numeric image, or float / bool labels.
-    ValueError
-        For mismatched shapes, empty arrays, non-finite image values, negative labels or
-        labels without a single labelled pixel.
+    TypeError, ValueError
+        As :func:`check_training_pair`.
     """
-    image = np.asarray(image)
-    labels = np.asarray(labels)
-    _check_image_dtype(image)
-    _check_label_dtype(labels)
-    if image.size == 0 or labels.size == 0:
-        raise ValueError(
-            f"image and labels must not be empty; got image {image.shape} and labels {labels.shape}")
-    _check_ndim(image.shape)
-    _check_ndim(labels.shape, "labels")
-    axis = _resolve_training_channel_axis(image.shape, labels.shape, channel_axis)
-    if image.dtype.kind == "f":
-        bad = int(image.size - np.count_nonzero(np.isfinite(image)))
-        if bad:
-            raise ValueError(f"image contains {bad} NaN or infinite value(s); clean or fill them first")
-    if labels.dtype.kind == "i" and labels.min() < 0:
-        raise ValueError(f"labels must be >= 0 (0 means unlabelled); found {labels.min()}")
-    if not labels.any():
-        raise ValueError("labels contain no labelled pixel; paint at least one stroke with a class >= 1 "
-                         "(0 means unlabelled)")
-    if axis is None:  # same ndim as the labels: no channel axis, whatever the last axis' size
-        slices = image.reshape(-1, 1, *image.shape[-2:])
-    else:
-        slices = to_slices(image, channel_axis=axis).data
+    image, labels, axis = check_training_pair(image, labels, channel_axis=channel_axis)
+    slices = pair_slices(image, axis)
     flat_labels = labels.reshape(-1, *labels.shape[-2:])
     keep = np.flatnonzero(flat_labels.reshape(len(flat_labels), -1).any(axis=1))
     images_out = [np.array(slices[s], dtype=np.float32, copy=True) for s in keep]

@@ -1,11 +1,31 @@
-"""Per-channel robust intensity normalisation, stored with the model so prediction matches training."""
+"""Per-channel robust intensity normalisation, stored with the model so prediction matches training.
+
+Two modes:
+
+- ``per_image`` (the default): every image is scaled by its own percentiles, computed over the
+  whole image (subsampled when large), in training and in prediction alike. Images of the same
+  kind that differ in brightness, exposure or stain then look the same to the network, as in
+  CSBDeep/StarDist and Cellpose.
+- ``dataset``: one set of bounds, measured on the training images, is applied to every image;
+  for data where absolute intensity carries the class. Model files written before the modes
+  existed load in this mode, so they predict exactly as before.
+"""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+
+PER_IMAGE = "per_image"
+DATASET = "dataset"
+MODES = (PER_IMAGE, DATASET)
+LOW_PERCENTILE, HIGH_PERCENTILE = 1.0, 99.8
+# Pixels per channel from which an image's percentiles are taken (a regular grid beyond that):
+# the bounds of a 50k x 50k slide then cost one strided read.
+IMAGE_SAMPLES = 2_000_000
 
 # Network input = ((x - low) / (high - low) - CENTRE) / SPREAD: the [0, 1] range maps to [-2, 2].
 CENTRE = 0.5
@@ -17,12 +37,30 @@ class Normalisation:
     """Maps each channel's ``low`` to 0 and ``high`` to 1, then standardises ``(v - 0.5) / 0.25``.
 
     A degenerate channel (``high == low``, e.g. a constant image) uses ``high = low + 1``.
+
+    Attributes
+    ----------
+    low, high
+        The bounds applied by :meth:`apply`. In ``per_image`` mode they are the training images'
+        pooled bounds, kept for reference; :meth:`for_image` gives the bounds of one image.
+    mode
+        ``"per_image"`` or ``"dataset"`` (see the module docstring).
+    percentiles
+        The (low, high) percentiles, 0-100, that :meth:`for_image` maps to 0 and 1.
     """
 
     low: tuple[float, ...]
     high: tuple[float, ...]
+    mode: str = DATASET
+    percentiles: tuple[float, float] = (LOW_PERCENTILE, HIGH_PERCENTILE)
 
     def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"normalisation mode must be one of {MODES}, got {self.mode!r}")
+        low_p, high_p = (float(v) for v in self.percentiles)
+        if not 0 <= low_p < high_p <= 100:
+            raise ValueError(f"need 0 <= low < high <= 100 percentiles; got {self.percentiles}")
+        object.__setattr__(self, "percentiles", (low_p, high_p))
         low = tuple(float(v) for v in self.low)
         high = tuple(float(v) for v in self.high)
         if not low or len(low) != len(high):
@@ -57,12 +95,48 @@ class Normalisation:
         out -= np.float32(CENTRE / SPREAD)
         return out
 
-    def to_dict(self) -> dict[str, list[float]]:
-        return {"low": list(self.low), "high": list(self.high)}
+    def for_image(self, image_slices: Any) -> Normalisation:
+        """The fixed-bounds normalisation to apply to one image.
+
+        Parameters
+        ----------
+        image_slices
+            The whole image as ``(S, C, H, W)`` slices (numpy, memmap or dask); ignored in
+            ``dataset`` mode, where ``self`` is returned.
+        """
+        if self.mode == DATASET:
+            return self
+        low, high = image_bounds(image_slices, self.percentiles)
+        if len(low) != self.in_channels:
+            raise ValueError(f"expected an image with {self.in_channels} channel(s), got {len(low)}")
+        return Normalisation(low=low, high=high)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"low": list(self.low), "high": list(self.high), "mode": self.mode,
+                "percentiles": list(self.percentiles)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Normalisation:
-        return cls(low=tuple(data["low"]), high=tuple(data["high"]))
+        # Files written before the modes existed hold only low/high: dataset bounds.
+        return cls(low=tuple(data["low"]), high=tuple(data["high"]), mode=data.get("mode", DATASET),
+                   percentiles=tuple(data.get("percentiles", (LOW_PERCENTILE, HIGH_PERCENTILE))))
+
+
+def image_bounds(image_slices: Any, percentiles: tuple[float, float] = (LOW_PERCENTILE, HIGH_PERCENTILE),
+                 max_samples: int = IMAGE_SAMPLES) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel percentiles of a whole ``(S, C, H, W)`` image, on a regular grid of at most
+    ``max_samples`` pixels per channel: deterministic, the same in training and prediction, and
+    one strided read for memory-mapped, zarr or dask images."""
+    s, c, h, w = (int(n) for n in image_slices.shape)
+    if s * h * w == 0:
+        raise ValueError(f"cannot normalise an empty image (slices of shape {tuple(image_slices.shape)})")
+    step = max(1, math.ceil(math.sqrt(s * h * w / max_samples)))
+    sample = np.asarray(image_slices[:, :, ::step, ::step])
+    values = np.moveaxis(sample, 1, 0).reshape(c, -1).astype(np.float64)
+    if not np.isfinite(values).all():
+        raise ValueError("the image contains NaN or infinite values; clean or fill them first")
+    low, high = np.percentile(values, list(percentiles), axis=1)
+    return tuple(low.tolist()), tuple(high.tolist())
 
 
 def compute_normalisation(

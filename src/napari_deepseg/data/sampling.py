@@ -1,11 +1,8 @@
-"""Patch sampling from images with sparse labels, and the train / validation split."""
+"""Patch sampling from images with sparse labels, and fixed crops of the validation labels."""
 
 from __future__ import annotations
 
 import numpy as np
-
-MIN_LABELLED_FOR_VALIDATION = 200
-
 
 def pad_to(image: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pad a ``(C, H, W)`` image and ``(H, W)`` labels so both spatial sides are >= ``size``.
@@ -133,133 +130,6 @@ class PatchSampler:
             out_images[b] = self._images[slice_idx[b]][:, top:top + p, left:left + p]
             out_labels[b] = lab[top:top + p, left:left + p]
         return out_images, out_labels
-
-
-def split_validation(
-    images: list[np.ndarray],
-    labels: list[np.ndarray],
-    *,
-    fraction: float,
-    rng: np.random.Generator,
-    block_size: int = 64,
-) -> tuple[list[np.ndarray], list[np.ndarray], list[np.ndarray], list[np.ndarray]]:
-    """Hold out about ``fraction`` of the labelled pixels for validation.
-
-    With four or more labelled slices whole slices are held out (at least one, at least one
-    kept). Otherwise labelled ``block_size`` blocks are moved to validation: they are set to 0
-    in the training labels and are the only labels kept in the validation labels; the image
-    arrays are shared. Every class painted in the input stays present in training; with fewer
-    than 200 labelled pixels (or no block that can go) there is no validation set.
-
-    Returns
-    -------
-    train_images, train_labels, val_images, val_labels
-        New lists; labels are copies, the inputs are never modified. Slices left without a
-        labelled pixel are dropped.
-    """
-    if not 0 <= fraction < 1:
-        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
-    if len(images) != len(labels):
-        raise ValueError(f"need one label slice per image slice; got {len(images)} and {len(labels)}")
-    counts = [_class_counts(lab) for lab in labels]
-    sizes = np.array([sum(c.values()) for c in counts])
-    keep_all = (list(images), [lab.copy() for lab in labels], [], [])
-    total = int(sizes.sum())
-    if fraction == 0 or total < MIN_LABELLED_FOR_VALIDATION:
-        return keep_all
-    labelled = np.flatnonzero(sizes)
-    if len(labelled) >= 4:
-        held = _pick(rng.permutation(labelled), [counts[i] for i in range(len(labels))], sizes,
-                     fraction * total, keep_at_least_one=True)
-        if held:
-            train = [i for i in labelled if i not in held]
-            val = sorted(held)
-            return ([images[i] for i in train], [labels[i].copy() for i in train],
-                    [images[i] for i in val], [labels[i].copy() for i in val])
-    # Spatial block split: candidate blocks are (slice, by, bx) with labelled pixels.
-    blocks: list[tuple[int, int, int]] = []
-    block_counts: list[dict[int, int]] = []
-    for i in labelled:
-        for (by, bx), c in _block_class_counts(labels[i], block_size).items():
-            blocks.append((int(i), by, bx))
-            block_counts.append(c)
-    block_sizes = np.array([sum(c.values()) for c in block_counts])
-    order = rng.permutation(len(blocks))
-    held_blocks = _pick(order, block_counts, block_sizes, fraction * total, keep_at_least_one=False)
-    if not held_blocks:
-        return keep_all
-    train_images, train_labels, val_images, val_labels = [], [], [], []
-    for i in labelled:
-        lab = labels[i]
-        held_mask = np.zeros(lab.shape, dtype=bool)
-        for j in held_blocks:
-            if blocks[j][0] == i:
-                _, by, bx = blocks[j]
-                held_mask[by * block_size:(by + 1) * block_size, bx * block_size:(bx + 1) * block_size] = True
-        train_lab = np.where(held_mask, 0, lab)
-        if train_lab.any():
-            train_images.append(images[i])
-            train_labels.append(train_lab)
-        if held_mask.any():
-            val_images.append(images[i])
-            val_labels.append(np.where(held_mask, lab, 0))
-    return train_images, train_labels, val_images, val_labels
-
-
-def _class_counts(labels: np.ndarray) -> dict[int, int]:
-    values, n = np.unique(labels[labels > 0], return_counts=True)
-    return dict(zip(values.tolist(), n.tolist()))
-
-
-def _block_class_counts(labels: np.ndarray, block_size: int) -> dict[tuple[int, int], dict[int, int]]:
-    ys, xs = np.nonzero(labels)
-    nbx = -(-labels.shape[1] // block_size)
-    block = (ys // block_size) * nbx + xs // block_size
-    values = labels[ys, xs].astype(np.int64)
-    keys, n = np.unique(np.stack([block, values]), axis=1, return_counts=True)
-    out: dict[tuple[int, int], dict[int, int]] = {}
-    for b, v, c in zip(keys[0].tolist(), keys[1].tolist(), n.tolist()):
-        out.setdefault(divmod(b, nbx), {})[v] = c
-    return out
-
-
-def _pick(
-    order: np.ndarray,
-    counts: list[dict[int, int]],
-    sizes: np.ndarray,
-    target: float,
-    *,
-    keep_at_least_one: bool,
-) -> set[int]:
-    """Greedily choose units (slices or blocks) in ``order`` until about ``target`` pixels are held.
-
-    A unit is skipped when it would remove the last pixel of a class from training or
-    overshoot the target by more than it is short of it. With ``keep_at_least_one`` the first
-    acceptable unit is always taken (whole-slice split) and at least one unit stays in training.
-    """
-    remaining: dict[int, int] = {}
-    for c in counts:
-        for k, n in c.items():
-            remaining[k] = remaining.get(k, 0) + n
-    units_left = sum(1 for i in order if sizes[i])
-    held: set[int] = set()
-    total_held = 0
-    for i in order:
-        if total_held >= target:
-            break
-        if keep_at_least_one and units_left <= 1:
-            break
-        if any(remaining[k] <= n for k, n in counts[i].items()):
-            continue  # a class would vanish from training
-        new_total = total_held + int(sizes[i])
-        if (held or not keep_at_least_one) and new_total - target > target - total_held:
-            continue
-        held.add(int(i))
-        total_held = new_total
-        units_left -= 1
-        for k, n in counts[i].items():
-            remaining[k] -= n
-    return held
 
 
 def validation_crops(

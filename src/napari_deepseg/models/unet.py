@@ -82,14 +82,14 @@ class UNet(nn.Module):
     "unet",
     display_name="U-Net",
     encoders=("vgg16_bn", "resnet34", "resnet50"),
-    default_encoder="vgg16_bn",
+    default_encoder="resnet34",
     hint="Fine structures such as nuclei; detailed, the default.",
 )
 def unet(
     *,
     num_classes: int,
     in_channels: int,
-    encoder: str = "vgg16_bn",
+    encoder: str = "resnet34",
     pretrained: bool = False,
     weights_path: str | Path | None = None,
 ) -> UNet:

@@ -36,25 +36,30 @@ class TrainingProgress:
 
     ``iteration`` counts from 1 and keeps counting when training continues from a saved model;
     ``error_rate`` is the share of labelled pixels in the batch that were misclassified.
+    ``last_iteration`` is the iteration the run ends at when an iteration count decides it,
+    else ``None``; ``fraction_done`` (0..1) is the share of whichever limit applies (``nan``
+    for a run that goes on until it is stopped). ``painted_pixels``: labelled pixels per class
+    1..K at this iteration (they change when the user paints during the run). ``finished``:
+    the run reached its own limit with this iteration.
     """
 
     iteration: int
-    last_iteration: int  # the iteration this run will end at
+    last_iteration: int | None
     loss: float
     error_rate: float
     learning_rate: float
     elapsed_seconds: float
     samples_per_second: float
     validation: ValidationMetrics | None = None
-
-    @property
-    def fraction_done(self) -> float:
-        return self.iteration / self.last_iteration if self.last_iteration else 1.0
+    fraction_done: float = math.nan
+    painted_pixels: tuple[int, ...] = ()
+    finished: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly (NaN becomes ``None``) record for the model's training history."""
         out = asdict(self)
-        del out["last_iteration"]
+        for transient in ("last_iteration", "fraction_done", "finished"):
+            del out[transient]
         if self.validation is not None:
             out["validation"] = {k: _json_number(v) for k, v in asdict(self.validation).items()}
         return {k: _json_number(v) for k, v in out.items()}

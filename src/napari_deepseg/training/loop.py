@@ -6,6 +6,7 @@ leaves ``trainer.model`` as it was after the last finished iteration.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Iterator, Sequence
@@ -13,22 +14,24 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel
 
 from .._device import autocast, eval_mode, resolve_device, resolve_precision, use_channels_last
 from ..config import Loss, Optimizer, Schedule, TrainingConfig
-from ..data import (
-    Augmenter,
-    PatchSampler,
-    compute_normalisation,
-    split_validation,
-    training_slices,
-    validate_label_set,
-    validation_crops,
-)
+from ..data import Augmenter
+from ..data.training_set import TrainingSet
 from ..models import build_model
 from ..segmentation_model import SegmentationModel
 from .events import TrainingProgress, ValidationMetrics
-from .losses import class_balancing_weights, labelled_error_rate, sparse_cross_entropy, sparse_dice_loss
+from .losses import (
+    class_balancing_weights,
+    crf_loss,
+    labelled_error_rate,
+    sparse_cross_entropy,
+    sparse_dice_loss,
+)
+
+FINAL_LR_FACTOR = 0.02  # the cosine schedule ends at this share of the peak learning rate
 
 
 class Trainer:
@@ -39,7 +42,8 @@ class Trainer:
     images, labels
         One array each, or sequences of pairs (sizes may differ between pairs). Labels: 0 is
         unlabelled and ignored, 1..K are classes. Stacks (Z, H, W) or (T, Z, H, W) train on their
-        labelled slices. The arrays are copied once here; later changes to them do not affect the run.
+        labelled slices. The arrays are copied once here; later changes to them do not affect the
+        run, except through :meth:`update_labels`.
     config
         :class:`TrainingConfig`; ``None`` for the defaults.
     channel_axis
@@ -51,6 +55,12 @@ class Trainer:
         normalisation are kept; iterations continue its history).
     weights_path
         Local file with pretrained encoder weights (else the torch hub cache is looked at).
+
+    Notes
+    -----
+    ``trainer.model.module`` holds the exponential moving average of the weights (when
+    ``config.ema_decay > 0``): what previews, predictions and saved files use. The optimiser
+    updates a private copy.
     """
 
     def __init__(
@@ -65,86 +75,112 @@ class Trainer:
         weights_path: str | None = None,
     ) -> None:
         self.config = config = config or TrainingConfig()
-        image_list, label_list = _as_pairs(images, labels)
-        slices: list[np.ndarray] = []
-        slice_labels: list[np.ndarray] = []
-        for index, (image, label) in enumerate(zip(image_list, label_list)):
-            try:
-                ims, labs = training_slices(image, label, channel_axis=channel_axis)
-            except (ValueError, TypeError) as err:
-                raise type(err)(f"pair {index + 1}: {err}" if len(image_list) > 1 else str(err)) from None
-            slices += ims
-            slice_labels += labs
-        channels = {s.shape[0] for s in slices}
-        if len(channels) > 1:
-            raise ValueError(f"all images must have the same number of channels, got {sorted(channels)}")
-        num_classes = validate_label_set(slice_labels, num_classes=model.num_classes if model else None)
-        if model is not None:
-            if model.in_channels != slices[0].shape[0]:
-                raise ValueError(f"the model expects {model.in_channels} channel(s) but the images have "
-                                 f"{slices[0].shape[0]}")
-            num_classes = model.num_classes
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(
-                f"{len(class_names)} class names given but the labels have {num_classes} classes")
-
         torch.manual_seed(config.seed)
         self._rng = np.random.default_rng(config.seed)
         self.device = resolve_device(config.device)
         self._dtype = resolve_precision(config.precision, self.device)
-        normalisation = model.normalisation if model else compute_normalisation(slices, rng=self._rng)
-        images_n = [normalisation.apply(s) for s in slices]
-        train_x, train_y, val_x, val_y = split_validation(
-            images_n, slice_labels, fraction=config.validation_fraction, rng=self._rng)
-        self._sampler = PatchSampler(train_x, train_y, patch_size=config.patch_size,
-                                     labelled_fraction=config.labelled_patch_fraction, rng=self._rng)
-        self._validation = validation_crops(val_x, val_y, patch_size=config.patch_size) if val_x else []
-        self._augmenter = Augmenter(config.augmentation, rgb=slices[0].shape[0] == 3)
-        self._class_weights = (class_balancing_weights(train_y, num_classes).to(self.device)
-                               if config.class_balancing else None)
+        self.data = TrainingSet(
+            images, labels, channel_axis=channel_axis,
+            normalisation=model.normalisation if model else None, normalisation_mode=config.normalisation,
+            num_classes=model.num_classes if model else None, patch_size=config.patch_size,
+            labelled_fraction=config.labelled_patch_fraction,
+            validation_fraction=config.validation_fraction, seed=config.seed, rng=self._rng)
+        self.num_classes = num_classes = self.data.num_classes
+        if class_names is not None and len(class_names) != num_classes:
+            raise ValueError(
+                f"{len(class_names)} class names given but the labels have {num_classes} classes")
+        self._augmenter = Augmenter(config.augmentation, rgb=self.data.in_channels == 3)
+        self.model = model = model or self._new_model(class_names, weights_path)
+        if class_names is not None:
+            model.class_names = tuple(class_names)
+        model.config = config.replace(architecture=model.architecture, encoder=model.encoder)
+        # The optimiser trains its own copy; the model the user gets holds the average.
+        self._module = copy.deepcopy(model.module) if config.ema_decay else model.module
+        self._average = (AveragedModel(self._module, multi_avg_fn=_ema_update(config.ema_decay),
+                                       use_buffers=True) if config.ema_decay else None)
+        if self._average is not None:
+            model.module = self._average.module
+        model.module.eval()  # the averaged copy is never trained: batch statistics come from training
+        self._data_version = -1
+        self._class_weights: torch.Tensor | None = None
 
-        if model is None:
-            encoder = config.encoder or _default_encoder(config.architecture)
-            module = build_model(config.architecture, num_classes=num_classes, in_channels=slices[0].shape[0],
-                                 encoder=encoder, pretrained=config.pretrained, weights_path=weights_path)
-            model = SegmentationModel(module, architecture=config.architecture, encoder=encoder,
-                                      num_classes=num_classes, normalisation=normalisation,
-                                      class_names=class_names, config=config)
-        else:
-            if class_names is not None:
-                model.class_names = tuple(class_names)
-            model.config = config.replace(architecture=model.architecture, encoder=model.encoder)
-        self.model = model
-        self.num_classes = num_classes
-        self.training_pixels = int(sum(int((y > 0).sum()) for y in train_y))
-        self.validation_pixels = int(sum(int((y > 0).sum()) for _, y in self._validation))
+    def _new_model(self, class_names: Sequence[str] | None, weights_path: str | None) -> SegmentationModel:
+        config = self.config
+        encoder = config.encoder or _default_encoder(config.architecture)
+        module = build_model(config.architecture, num_classes=self.num_classes, in_channels=self.data.in_channels,
+                             encoder=encoder, pretrained=config.pretrained, weights_path=weights_path)
+        return SegmentationModel(module, architecture=config.architecture, encoder=encoder,
+                                 num_classes=self.num_classes, normalisation=self.data.normalisation,
+                                 class_names=class_names, config=config)
 
     @property
     def history(self) -> list[dict[str, Any]]:
         return self.model.history
 
+    @property
+    def training_pixels(self) -> int:
+        return self.data.training_pixels
+
+    @property
+    def validation_pixels(self) -> int:
+        return self.data.validation_pixels
+
+    @property
+    def painted_pixels(self) -> tuple[int, ...]:
+        """Labelled pixels per class 1..K, queued updates included."""
+        return self.data.painted_pixels
+
+    def update_labels(self, labels: Any, pair: int = 0) -> None:
+        """Replace the labels of ``pair`` while training runs (thread-safe).
+
+        ``labels`` is the full labels array of that pair, of the shape the trainer was given.
+        The running loop brings it in before its next iteration: the sampler, the class
+        balance and the validation split follow (a stroke in a held-out block is validation).
+
+        Raises
+        ------
+        ValueError, TypeError
+            For another shape, non-integer or negative labels, a class the network was not
+            built for, or no labelled pixel left. The run goes on with the labels it had.
+        """
+        self.data.update_labels(labels, pair)
+
     def run(self) -> Iterator[TrainingProgress]:
-        """Train for ``config.iterations`` iterations, yielding after each one."""
+        """Train until ``config.iterations`` or ``config.max_minutes``, whichever comes first
+        (or until the generator is closed), yielding after each iteration."""
         config = self.config
-        module = self.model.module.to(self.device)
+        module = self._module.to(self.device)
+        self.model.module.to(self.device)
         channels_last = use_channels_last(self.device, self._dtype)
         if channels_last:
             module.to(memory_format=torch.channels_last)
-        optimizer = _make_optimizer(module, config, effective_learning_rate(config, self.model.architecture))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(config))
+            self.model.module.to(memory_format=torch.channels_last)
+        peak_lr = effective_learning_rate(config, self.model.architecture)
+        optimizer = _make_optimizer(module, config, peak_lr)
+        schedule = LearningRateSchedule(config)
         scaler = torch.amp.GradScaler("cuda", enabled=self._dtype == torch.float16)
         first = self.model.iterations_trained
-        last = first + config.iterations
+        last = first + config.iterations if config.iterations is not None else None
+        budget = config.max_minutes * 60 if config.max_minutes is not None else None
         start = time.perf_counter()
+        step = 0
         module.train()
         try:
-            for step in range(config.iterations):
+            while True:
+                self._sync_data()
+                elapsed = time.perf_counter() - start
+                # The learning rate for this step: where the run will be when it ends.
+                ahead = elapsed + elapsed / step if step else 0.0
+                for group in optimizer.param_groups:
+                    group["lr"] = peak_lr * schedule(step, _fraction(step + 1, ahead, config, budget))
                 x, y = self._batch(channels_last)
                 with autocast(self.device, self._dtype):
                     logits = module(x)
                 loss = sparse_cross_entropy(logits, y, self._class_weights)
                 if config.loss is Loss.CROSS_ENTROPY_DICE:
                     loss = loss + config.dice_weight * sparse_dice_loss(logits, y)
+                if config.regularisation_weight:
+                    loss = loss + config.regularisation_weight * crf_loss(logits, x)
                 loss_value = float(loss.detach())
                 if not math.isfinite(loss_value):
                     raise FloatingPointError(
@@ -154,45 +190,62 @@ class Trainer:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
-                learning_rate = optimizer.param_groups[0]["lr"]
-                scheduler.step()
-                iteration = first + step + 1
+                if self._average is not None:
+                    self._average.update_parameters(module)
+                step += 1
                 elapsed = time.perf_counter() - start
+                fraction = _fraction(step, elapsed, config, budget)
+                finished = fraction >= 1.0
                 validation = None
-                if self._validation and ((step + 1) % config.validation_interval == 0
-                                         or step + 1 == config.iterations):
+                if self.data.validation and (step % config.validation_interval == 0 or finished):
                     validation = self.validate()
                 record = TrainingProgress(
-                    iteration=iteration, last_iteration=last, loss=loss_value,
-                    error_rate=labelled_error_rate(logits.detach(), y), learning_rate=learning_rate,
-                    elapsed_seconds=elapsed, samples_per_second=(step + 1) * config.batch_size / elapsed,
-                    validation=validation)
+                    iteration=first + step, last_iteration=last, loss=loss_value,
+                    error_rate=labelled_error_rate(logits.detach(), y),
+                    learning_rate=optimizer.param_groups[0]["lr"], elapsed_seconds=elapsed,
+                    samples_per_second=step * config.batch_size / elapsed, validation=validation,
+                    fraction_done=min(fraction, 1.0), painted_pixels=self.data.painted_pixels,
+                    finished=finished)
                 self.model.history.append(record.to_dict())
                 yield record
+                if finished:
+                    return
         finally:
             module.eval()
+            self.model.module.eval()
             if channels_last:
                 module.to(memory_format=torch.contiguous_format)
+                self.model.module.to(memory_format=torch.contiguous_format)
+
+    def _sync_data(self) -> None:
+        """Bring in labels painted since the last iteration; class weights follow them."""
+        self.data.apply_updates()
+        if self.data.version != self._data_version:
+            self._data_version = self.data.version
+            self._class_weights = (class_balancing_weights(self.data.train_labels, self.num_classes)
+                                   .to(self.device) if self.config.class_balancing else None)
 
     def _batch(self, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        x_np, y_np = self._sampler.sample(self.config.batch_size)
+        x_np, y_np = self.data.sampler.sample(self.config.batch_size)
         x, y = self._augmenter(torch.from_numpy(x_np), torch.from_numpy(y_np))
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         return x.to(self.device, memory_format=memory_format), y.to(self.device)
 
     def validate(self) -> ValidationMetrics | None:
-        """Loss, error rate and per-class IoU/Dice on the held-out labelled pixels."""
-        if not self._validation:
+        """Loss, error rate and per-class IoU/Dice of the model you get (the averaged weights)
+        on the held-out labelled pixels."""
+        if not self.data.validation:
             return None
         module = self.model.module
+        device = next(module.parameters()).device
         k = self.num_classes
         confusion = torch.zeros(k, k, dtype=torch.int64)  # rows: truth, columns: prediction
         losses: list[tuple[float, int]] = []
         with eval_mode(module), torch.inference_mode():
-            for image, labels in self._validation:
-                x = torch.from_numpy(image)[None].to(self.device)
-                y = torch.from_numpy(labels)[None].to(self.device)
-                with autocast(self.device, self._dtype):
+            for image, labels in self.data.validation:
+                x = torch.from_numpy(image)[None].to(device)
+                y = torch.from_numpy(labels)[None].to(device)
+                with autocast(device, self._dtype):
                     logits = module(x)
                 n = int((y > 0).sum())
                 losses.append((float(sparse_cross_entropy(logits, y)), n))
@@ -214,16 +267,57 @@ class Trainer:
             iou=iou, dice=dice)
 
 
-def _as_pairs(images: Any, labels: Any) -> tuple[list[Any], list[Any]]:
-    if isinstance(images, (list, tuple)) != isinstance(labels, (list, tuple)):
-        raise TypeError("pass one image and one labels array, or two sequences of the same length")
-    if isinstance(images, (list, tuple)):
-        if len(images) != len(labels):
-            raise ValueError(f"{len(images)} images but {len(labels)} labels arrays")
-        if not images:
-            raise ValueError("no images were given")
-        return list(images), list(labels)
-    return [images], [labels]
+def _fraction(steps: int, seconds: float, config: TrainingConfig, budget: float | None) -> float:
+    """Share of the run's limit reached after ``steps`` iterations and ``seconds``; the larger of
+    the two when both limits are set, ``nan`` for a run without a limit."""
+    shares = []
+    if config.iterations is not None:
+        shares.append(steps / config.iterations)
+    if budget is not None:
+        shares.append(seconds / budget)
+    return max(shares) if shares else math.nan
+
+
+def _ema_update(decay: float):  # -> the multi_avg_fn of torch's AveragedModel
+    """Exponential moving average whose decay ramps up from 0 ((1 + n) / (10 + n), as in timm), so
+    the first iterations' random weights are forgotten quickly; integer buffers are copied."""
+
+    @torch.no_grad()
+    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
+        n = float(num_averaged)
+        d = min(decay, (1 + n) / (10 + n))
+        if averaged[0].is_floating_point():
+            torch._foreach_lerp_(averaged, current, 1 - d)
+        else:
+            for a, c in zip(averaged, current):
+                a.copy_(c)
+
+    return update
+
+
+class LearningRateSchedule:
+    """The learning-rate factor for a step, from the share of the run done (``nan``: no limit).
+
+    A short warm-up (20 iterations, but never past a tenth of the limit), then cosine decay to
+    :data:`FINAL_LR_FACTOR` over the share done (of iterations or minutes, whichever is ahead),
+    a step to 0.1 at two thirds, or constant. A run without a limit stays constant after the
+    warm-up: the averaged weights, not a decay, keep it good whenever it is stopped.
+    """
+
+    def __init__(self, config: TrainingConfig) -> None:
+        self.schedule = config.schedule
+        self.warmup = 20 if config.iterations is None else min(20, config.iterations // 10)
+
+    def __call__(self, step: int, fraction: float) -> float:
+        # A short warm-up keeps Adam from wrecking pretrained features.
+        if step < self.warmup and not fraction >= 0.1:
+            return (step + 1) / (self.warmup + 1)
+        if math.isnan(fraction) or self.schedule is Schedule.CONSTANT:
+            return 1.0
+        fraction = min(max(fraction, 0.0), 1.0)
+        if self.schedule is Schedule.COSINE:
+            return FINAL_LR_FACTOR + (1 - FINAL_LR_FACTOR) * 0.5 * (1 + math.cos(math.pi * fraction))
+        return 0.1 if fraction >= 2 / 3 else 1.0
 
 
 def _default_encoder(architecture: str) -> str:
@@ -246,20 +340,3 @@ def _make_optimizer(module: torch.nn.Module, config: TrainingConfig, lr: float) 
     if config.optimizer is Optimizer.SGD:
         return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay)
     return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay)
-
-
-def _schedule(config: TrainingConfig):  # -> Callable[[int], float]
-    total = config.iterations
-    warmup = min(20, total // 10)
-
-    def factor(step: int) -> float:
-        if step < warmup:  # a short warm-up keeps Adam from wrecking pretrained features
-            return (step + 1) / (warmup + 1)
-        if config.schedule is Schedule.COSINE:
-            progress = (step - warmup) / max(total - warmup, 1)
-            return 0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
-        if config.schedule is Schedule.STEP:
-            return 0.1 if step >= 2 * total // 3 else 1.0
-        return 1.0
-
-    return factor

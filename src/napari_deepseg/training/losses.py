@@ -52,3 +52,37 @@ def class_balancing_weights(labels: list, num_classes: int) -> torch.Tensor:
     weights[present] = counts[present].sum() / counts[present]
     weights[present] /= weights[present].mean()
     return weights.float()
+
+
+def crf_loss(logits: torch.Tensor, image: torch.Tensor, *, kernel: int = 5, dilation: int = 2,
+             downsample: int = 2, sigma_intensity: float = 0.5, sigma_xy: float = 4.0) -> torch.Tensor:
+    """Potts / CRF loss on every pixel (Tang et al., ECCV 2018; local window as in Obukhov et al.
+    2019, "Gated CRF Loss"): neighbours that look alike should share a class.
+
+    For each pixel ``i`` and each neighbour ``j`` in a ``kernel x kernel`` window (``dilation``
+    apart, at 1/``downsample`` resolution) with affinity
+    ``w_ij = exp(-|I_i - I_j|^2 / 2 sigma_intensity^2 - |x_i - x_j|^2 / 2 sigma_xy^2)`` on the
+    network input ``I``, the loss is ``sum w_ij (1 - s_i . s_j) / sum w_ij`` with ``s`` the
+    softmax: the affinity-weighted share of disagreeing neighbours, in [0, 1]. Unlabelled pixels
+    get a gradient from it, so predictions follow the image's edges between the strokes.
+    """
+    probs = logits.float().softmax(dim=1)
+    image = image.float()
+    if downsample > 1:
+        probs = F.avg_pool2d(probs, downsample, ceil_mode=True)
+        image = F.avg_pool2d(image, downsample, ceil_mode=True)
+    n, k, h, w = probs.shape
+    pad = dilation * (kernel // 2)
+    taps = kernel * kernel
+
+    def neighbours(x: torch.Tensor) -> torch.Tensor:
+        return F.unfold(x, kernel, dilation=dilation, padding=pad).view(n, x.shape[1], taps, h, w)
+
+    valid = neighbours(torch.ones(n, 1, h, w, device=probs.device))[:, 0]  # 0 where a tap is padding
+    offsets = torch.arange(kernel, device=probs.device, dtype=torch.float32) - kernel // 2
+    distance2 = (offsets[:, None] ** 2 + offsets[None, :] ** 2).reshape(taps, 1, 1) * dilation**2
+    difference2 = ((neighbours(image) - image[:, :, None]) ** 2).sum(1)
+    affinity = torch.exp(-difference2 / (2 * sigma_intensity**2) - distance2 / (2 * sigma_xy**2)) * valid
+    affinity[:, taps // 2] = 0  # not with itself
+    agreement = (neighbours(probs) * probs[:, :, None]).sum(1)
+    return (affinity * (1 - agreement)).sum() / affinity.sum().clamp(min=1e-6)

@@ -1,0 +1,96 @@
+"""The train / validation split of painted pixels, stable while the user keeps painting.
+
+Whole ``block_size`` blocks of the image are held out, chosen by a hash of (seed, pair, slice,
+block): a stroke painted later into a held-out block is validation, one painted elsewhere is
+training, and nothing that was already split moves. Scores on held-out blocks measure how the
+network does on strokes it never trained on, a block away from most training strokes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MIN_LABELLED_FOR_VALIDATION = 200
+BLOCK_SIZE = 64
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finaliser: a well-spread 64-bit hash of each entry."""
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        return x ^ (x >> np.uint64(31))
+
+
+def block_uniforms(seed: int, pair: int, slice_index: int, rows: int, cols: int) -> np.ndarray:
+    """A uniform [0, 1) number per block of a ``rows x cols`` block grid, fixed by its keys."""
+    h = np.uint64(seed & 0xFFFFFFFFFFFFFFFF)
+    with np.errstate(over="ignore"):
+        for key in (pair, slice_index):
+            h = _mix(np.asarray(h ^ np.uint64(key) + _GOLDEN, dtype=np.uint64))
+        by, bx = np.meshgrid(np.arange(rows, dtype=np.uint64), np.arange(cols, dtype=np.uint64), indexing="ij")
+        x = _mix(_mix(h ^ (by + _GOLDEN)) ^ (bx + _GOLDEN))
+    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def validation_masks(
+    labels: list[np.ndarray],
+    keys: list[tuple[int, int]],
+    *,
+    fraction: float,
+    seed: int,
+    block_size: int = BLOCK_SIZE,
+) -> list[np.ndarray]:
+    """Which labelled pixels of each ``(H, W)`` label slice are held out for validation.
+
+    Parameters
+    ----------
+    labels
+        Label slices (0 = unlabelled).
+    keys
+        ``(pair, slice)`` of each label slice: what the hash of a block depends on, besides ``seed``.
+    fraction
+        Share of blocks held out, in [0, 1).
+
+    Returns
+    -------
+    list of bool arrays
+        True where a labelled pixel is held out. All False with ``fraction == 0`` or fewer than
+        200 labelled pixels. A class that would lose all its training pixels keeps the blocks it
+        is painted in, so every painted class is trained on.
+    """
+    if not 0 <= fraction < 1:
+        raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
+    if len(labels) != len(keys):
+        raise ValueError(f"need one key per label slice; got {len(labels)} and {len(keys)}")
+    masks = [np.zeros(lab.shape, bool) for lab in labels]
+    total = sum(int(np.count_nonzero(lab)) for lab in labels)
+    if fraction == 0 or total < MIN_LABELLED_FOR_VALIDATION:
+        return masks
+    held_blocks = []
+    for lab, (pair, s), mask in zip(labels, keys, masks):
+        rows, cols = -(-lab.shape[0] // block_size), -(-lab.shape[1] // block_size)
+        held = block_uniforms(seed, pair, s, rows, cols) < fraction
+        held_blocks.append(held)
+        mask |= _expand(held, block_size, lab.shape) & (lab > 0)
+    classes = np.unique(np.concatenate([np.unique(lab[lab > 0]) for lab in labels]))
+    for c in classes:
+        if any(np.any((lab == c) & ~mask) for lab, mask in zip(labels, masks)):
+            continue
+        for lab, mask, held in zip(labels, masks, held_blocks):  # release the blocks holding c
+            has_c = _block_any(lab == c, block_size)
+            held &= ~has_c
+            mask &= _expand(held, block_size, lab.shape)
+    return masks
+
+
+def _expand(blocks: np.ndarray, block_size: int, shape: tuple[int, ...]) -> np.ndarray:
+    return np.repeat(np.repeat(blocks, block_size, 0), block_size, 1)[: shape[0], : shape[1]]
+
+
+def _block_any(mask: np.ndarray, block_size: int) -> np.ndarray:
+    rows, cols = -(-mask.shape[0] // block_size), -(-mask.shape[1] // block_size)
+    padded = np.zeros((rows * block_size, cols * block_size), bool)
+    padded[: mask.shape[0], : mask.shape[1]] = mask
+    return padded.reshape(rows, block_size, cols, block_size).any(axis=(1, 3))
