@@ -1,218 +1,282 @@
-"""Accuracy from sparse strokes on DSB2018 (fluorescence and H&E), held-out nucleus IoU and Dice.
+"""Accuracy from sparse strokes on DSB2018 (fluorescence and H&E): held-out IoU, seeds, robustness.
 
-On each dataset's seeded train split (splits.json) a person's strokes are simulated: a few thin
-random-walk strokes per class per image, about 1 % of the pixels, kept off class boundaries
-(``simulate_strokes``, seeded). Each network trains with default settings (from scratch: no
-weights are downloaded) for a fixed time budget and is scored on every pixel of the held-out
-images, pooled (nucleus IoU = total intersection / total union over the split).
+On each dataset's train split (splits.json) a person's strokes are simulated per image
+(``simulate_strokes``: thin random walks, ~1 % of the pixels, 3 px off class boundaries). Each
+seed changes both the strokes and the training seed. The network trains with the product's
+defaults from scratch (``TrainingConfig(pretrained=False, iterations=None, max_minutes=budget,
+seed=s)``: no weights are downloaded) for a budget of wall-clock CPU minutes, and is scored on
+every pixel of the held-out images, pooled (nucleus IoU = total intersection / total union).
 
-Budgets are wall-clock minutes of this machine training alone. To keep runs comparable on a
-shared machine, each architecture's seconds per iteration are measured once at the start and a
-budget becomes a fixed iteration count (printed); the cosine schedule spans that count as it
-would for a user who asked for it.
+Cells:
+- ``strokes``: the network from strokes at each ``--budgets`` minute count.
+- ``random forest``: ilastik-style pixel classifier (scikit-image multiscale_basic_features,
+  sigmas 0.5-16; scikit-learn RandomForest, 100 trees) on the same strokes.
+- ``dense``: the network on the full masks for the same budget (the ceiling), ``--dense-budgets``.
+- ``3-class``: background / nucleus interior / 2-px boundary ring inside each outline (mask minus
+  its 2-iteration binary erosion), strokes from ``simulate_strokes_multiclass`` (the ring traced
+  by width-1 strokes), U-Net at ``--multiclass-budgets`` and the forest; mean IoU over 3 classes.
+- robustness (every cell unless ``--no-robustness``): held-out nucleus IoU with each held-out
+  image brightened / darkened (x0.6, x1.6, clipped to uint8), gamma-shifted (0.7, 1.4) and, for
+  H&E, stain-shifted by colour deconvolution (Ruifrok & Johnston's H&E-DAB matrix as in skimage's
+  rgb2hed, haematoxylin and eosin densities scaled H x0.8 E x1.2 and H x1.2 E x0.8). "worst drop"
+  = clean IoU minus the lowest shifted IoU, per shift averaged over seeds.
 
-In the same table:
-- ``random forest``: an ilastik-style pixel classifier (scikit-image multiscale_basic_features:
-  intensity, edges, texture at sigmas 0.5-16; scikit-learn RandomForest, 100 trees) on the same strokes.
-- ``dense``: the same network trained on the full masks for the same budget (the ceiling).
-- ``--fp32-check``: U-Net in fp32 for the same iterations as the bf16 1-minute run (convergence of
-  the bf16 default).
+    python benchmarks/accuracy.py --data ../shared/data/dsb2018 --budgets 1 3 --seeds 0 1 2
+    python benchmarks/accuracy.py --budgets 3 --seeds 0 --datasets H&E --ema-decay 0 --tag ema0
+    python benchmarks/accuracy.py --report [--tag ema0]
 
-    python benchmarks/accuracy.py --data ../shared/data/dsb2018 [--budgets 1 3 10] [--json out.json]
-
-Results are appended to ``--json`` after each run; running again with the same file skips what is done.
+Results go to ``--json`` after each cell (key per cell, seed last); a rerun skips what is done.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import time
-import warnings
+from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-import imageio.v3 as iio
 import numpy as np
 import torch
+from _common import (
+    CLASS_NAMES,
+    CLASS_NAMES_3,
+    DATASETS,
+    Dataset,
+    PixelForest,
+    Results,
+    add_training_options,
+    class_map_3,
+    dense_labels,
+    forest_features,
+    iou_dice,
+    load_dataset,
+    nucleus_evaluation,
+    spread,
+    strokes_3class,
+    strokes_for,
+    tag_for,
+    training_options,
+)
+from _common import confusion as confusion_matrix
 
 from napari_deepseg import Trainer, TrainingConfig
-from napari_deepseg.data.strokes import simulate_strokes
 
-DATASETS = {"fluorescence": "fluo_256x256", "H&E": "histo_256x320"}
-BACKGROUND, NUCLEUS = 1, 2
+CELLS = ("forest", "strokes", "dense", "multiclass")
 
 
-def load_split(root: Path, folder: str, split: str) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    names = json.loads((root / "splits.json").read_text())[folder][split]
-    images = [iio.imread(root / folder / "images" / f"{n}.png") for n in names]
-    masks = [iio.imread(root / folder / "masks" / f"{n}.png") > 0 for n in names]
-    return images, masks
+def train(images, labels, config: TrainingConfig, class_names) -> tuple[Trainer, dict]:
+    trainer = Trainer(images, labels, config, class_names=class_names)
+    start, iterations = time.perf_counter(), 0
+    for progress in trainer.run():
+        iterations = progress.iteration
+    return trainer, dict(iterations=iterations, train_s=round(time.perf_counter() - start, 1))
 
 
-def strokes_for(masks: list[np.ndarray], seed: int) -> list[np.ndarray]:
-    return [simulate_strokes(m, rng=np.random.default_rng([seed, i])) for i, m in enumerate(masks)]
+# A fit returns (predict: image -> labels 1..K, facts about the training).
+
+def fit_network(images, labels, config: TrainingConfig, class_names) -> tuple[Callable, dict]:
+    trainer, out = train(images, labels, config, class_names)
+    return trainer.model.predict, dict(out, config=config.to_dict())
 
 
-def dense_labels(masks: list[np.ndarray]) -> list[np.ndarray]:
-    return [np.where(m, NUCLEUS, BACKGROUND).astype(np.uint8) for m in masks]
-
-
-def score(predictions: list[np.ndarray], masks: list[np.ndarray]) -> tuple[float, float]:
-    """Pooled nucleus IoU and Dice over all pixels of all images."""
-    inter = sum(int(np.logical_and(p == NUCLEUS, m).sum()) for p, m in zip(predictions, masks))
-    pred = sum(int((p == NUCLEUS).sum()) for p in predictions)
-    true = sum(int(m.sum()) for m in masks)
-    union = pred + true - inter
-    return inter / union, 2 * inter / (pred + true)
-
-
-def config_for(architecture: str, iterations: int, precision: str = "auto", seed: int = 0) -> TrainingConfig:
-    return TrainingConfig(architecture=architecture, iterations=iterations, precision=precision, seed=seed)
-
-
-def seconds_per_iteration(architecture: str, images, labels, warmup: int = 2, timed: int = 5) -> float:
-    run = Trainer(images, labels, config_for(architecture, 10_000)).run()
-    for _ in range(warmup):
-        next(run)
-    times = []
-    for _ in range(timed):
-        start = time.perf_counter()
-        next(run)
-        times.append(time.perf_counter() - start)
-    run.close()
-    return float(np.median(times))
-
-
-def calibrate(architecture: str, images, labels) -> dict:
-    """Seconds per iteration, stored in the results file as a row of its own."""
-    return dict(iterations=0, train_s=seconds_per_iteration(architecture, images, labels),
-                iou=float("nan"), dice=float("nan"))
-
-
-def train_and_score(architecture, iterations, images, labels, test_images, test_masks,
-                    precision="auto") -> dict:
+def fit_forest(images, labels, seed: int) -> tuple[Callable, dict]:
     start = time.perf_counter()
-    trainer = Trainer(images, labels, config_for(architecture, iterations, precision),
-                      class_names=("background", "nucleus"))
-    for _ in trainer.run():
-        pass
-    train_s = time.perf_counter() - start
-    predictions = [trainer.model.predict(img) for img in test_images]
-    iou, dice = score(predictions, test_masks)
-    return dict(iterations=iterations, train_s=round(train_s, 1), iou=iou, dice=dice)
+    forest = PixelForest(seed).fit([forest_features(im)[lab > 0] for im, lab in zip(images, labels)], labels)
+    return (lambda im: forest.predict(forest_features(im)),
+            dict(iterations=0, train_s=round(time.perf_counter() - start, 1)))
 
 
-def random_forest(images, labels, test_images, test_masks, seed: int = 0) -> dict:
-    from skimage.feature import multiscale_basic_features
-    from sklearn.ensemble import RandomForestClassifier
+def nucleus_cell(data: Dataset, labels: list, robustness: bool, fit: Callable, *fit_args) -> dict:
+    predict, out = fit(data.images, labels, *fit_args)
+    return dict(out, **nucleus_evaluation(predict, data, robustness))
 
-    def features(image):
-        return multiscale_basic_features(image, channel_axis=-1 if image.ndim == 3 else None,
-                                         sigma_min=0.5, sigma_max=16).astype(np.float32)
 
+def multiclass_cell(data: Dataset, labels: list, fit: Callable, *fit_args) -> dict:
+    """Background / interior / ring, scored as the mean IoU over the 3 classes."""
+    predict, out = fit(data.images, labels, *fit_args)
     start = time.perf_counter()
-    xs, ys = [], []
-    for image, label in zip(images, labels):
-        where = label > 0
-        xs.append(features(image)[where])
-        ys.append(label[where])
-    forest = RandomForestClassifier(n_estimators=100, n_jobs=-1, random_state=seed, max_samples=0.5)
-    forest.fit(np.concatenate(xs), np.concatenate(ys))
-    train_s = time.perf_counter() - start
-    predictions = []
-    for image in test_images:
-        f = features(image)
-        predictions.append(forest.predict(f.reshape(-1, f.shape[-1])).reshape(f.shape[:2]))
-    iou, dice = score(predictions, test_masks)
-    return dict(iterations=0, train_s=round(train_s, 1), iou=iou, dice=dice)
+    truths = data.cached("3-class test", lambda: [class_map_3(m) + 1 for m in data.test_masks])
+    iou, dice = iou_dice(confusion_matrix([predict(im) for im in data.test_images], truths, 3))
+    return dict(out, iou=float(np.nanmean(iou)), dice=float(np.nanmean(dice)), class_iou=iou.tolist(),
+                eval_s=round(time.perf_counter() - start, 1))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=Path("../shared/data/dsb2018"))
+    parser.add_argument("--max-images", type=int, default=0,
+                        help="smoke tests: the first N train and held-out images "
+                             "(then --json defaults to accuracy-smoke.json)")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
-    parser.add_argument("--budgets", nargs="+", type=float, default=[1, 3, 10], help="minutes")
-    parser.add_argument("--architectures", nargs="+", default=["unet", "deeplabv3plus", "fcn8s"])
-    parser.add_argument("--all-budgets-for", nargs="+", default=["unet"],
-                        help="architectures run at every budget; the others stop at 3 minutes")
+    parser.add_argument("--budgets", nargs="+", type=float, default=[1, 3, 10], help="CPU minutes")
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--architectures", nargs="+", default=["unet"])
     parser.add_argument("--dense-budgets", nargs="+", type=float, default=[10])
-    parser.add_argument("--fp32-check", action="store_true")
-    parser.add_argument("--json", type=Path, default=Path("accuracy.json"))
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--multiclass-budgets", nargs="+", type=float, default=[3])
+    parser.add_argument("--only", nargs="+", choices=CELLS, default=list(CELLS), help="kinds of cell to run")
+    parser.add_argument("--no-robustness", action="store_true", help="skip the shifted held-out scores")
+    parser.add_argument("--json", type=Path, help="results file (default accuracy.json)")
     parser.add_argument("--report", action="store_true", help="only print the table of --json")
+    add_training_options(parser)
     args = parser.parse_args()
-    warnings.filterwarnings("ignore", message=".*pretrained.*")  # offline: from scratch, by design
-
-    results: dict[str, dict] = json.loads(args.json.read_text()) if args.json.exists() else {}
+    tag, options = tag_for(args), training_options(args)
+    results = Results(args.json or Path("accuracy-smoke.json" if args.max_images else "accuracy.json"))
     if args.report:
-        print_table(results)
+        report(results.cells, tag)
         return
 
-    def record(key: str, compute, *compute_args) -> dict:
-        if key not in results:
-            results[key] = compute(*compute_args)
-            args.json.write_text(json.dumps(results, indent=1))
-            r = results[key]
-            print(f"  {key:<55} its {r['iterations']:>5}  {r['train_s']:>7.1f} s  "
-                  f"IoU {r['iou']:.3f}  Dice {r['dice']:.3f}", flush=True)
-        return results[key]
+    robust = not args.no_robustness
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; options {options or 'defaults'}",
+          flush=True)
+    datasets = {name: load_dataset(args.data, name, args.max_images) for name in args.datasets}
+    for d in datasets.values():
+        print(f"{d.name}: {len(d.images)} training images, {len(d.test_images)} held out", flush=True)
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
-    data, speed = {}, {}
-    for dataset in args.datasets:
-        images, masks = load_split(args.data, DATASETS[dataset], "train")
-        test_images, test_masks = load_split(args.data, DATASETS[dataset], "heldout")
-        strokes = strokes_for(masks, args.seed)
-        data[dataset] = dict(images=images, strokes=strokes, dense=dense_labels(masks),
-                             test=(test_images, test_masks))
-        share = sum(int((s > 0).sum()) for s in strokes) / sum(s.size for s in strokes)
-        print(f"{dataset}: {len(images)} training images ({share:.2%} of pixels painted), "
-              f"{len(test_images)} held out", flush=True)
-        for a in args.architectures:  # first, while the machine is as idle as it will be
-            speed[dataset, a] = record(f"{dataset}/{a}/seconds_per_iteration", calibrate, a, images,
-                                       strokes)["train_s"]
-    for dataset, d in data.items():
-        record(f"{dataset}/random forest/strokes", random_forest, d["images"], d["strokes"], *d["test"],
-               args.seed)
-        if args.fp32_check:  # the same iterations as the 1-minute bf16 run
-            its = max(1, round(60 / speed[dataset, "unet"]))
-            record(f"{dataset}/unet/strokes fp32/1 min", train_and_score, "unet", its, d["images"],
-                   d["strokes"], *d["test"], "fp32")
-    # Budgets outermost: an interrupted run still has every dataset at the small budgets.
+    def labels_for(d: Dataset, kind: str, seed: int) -> list[np.ndarray]:
+        if kind == "dense":
+            return dense_labels(d.masks)
+        if kind == "strokes":
+            return d.cached(("strokes", seed), lambda: strokes_for(d.masks, seed))
+        return d.cached(("3-class", seed), lambda: strokes_3class([class_map_3(m) for m in d.masks], seed))
+
+    def run_cell(key: str, facts: dict, fit: Callable, *fit_args) -> None:
+        d, kind = datasets[facts["dataset"]], facts["labels"]
+
+        def compute() -> dict:
+            labels = labels_for(d, kind, facts["seed"])
+            if kind.startswith("3-class"):
+                return dict(facts, **multiclass_cell(d, labels, fit, *fit_args))
+            return dict(facts, **nucleus_cell(d, labels, robust, fit, *fit_args))
+
+        results.record(key, compute, describe)
+
+    forest_kinds = [kind for kind, cell in (("strokes", "forest"), ("3-class strokes", "multiclass"))
+                    if cell in args.only]
+    # The forests first: about a minute each, and every comparison needs them.
+    for seed in args.seeds:
+        for d in datasets.values():
+            for kind in forest_kinds:
+                facts = dict(dataset=d.name, method="random forest", labels=kind, budget=None, tag="",
+                             seed=seed)
+                run_cell(f"{d.name}/random forest/{kind}/seed {seed}", facts, fit_forest, seed)
+    # Budgets outermost: an interrupted run still has every dataset and seed at the small budgets.
     for budget in args.budgets:
-        for dataset, d in data.items():
-            for arch in args.architectures:
-                if budget > 3 and arch not in args.all_budgets_for:
-                    continue
-                its = max(1, round(budget * 60 / speed[dataset, arch]))
-                record(f"{dataset}/{arch}/strokes/{budget:g} min", train_and_score, arch, its, d["images"],
-                       d["strokes"], *d["test"])
-            if budget in args.dense_budgets:
-                its = max(1, round(budget * 60 / speed[dataset, "unet"]))
-                record(f"{dataset}/unet/dense/{budget:g} min", train_and_score, "unet", its, d["images"],
-                       d["dense"], *d["test"])
+        runs = [(a, "strokes") for a in args.architectures if "strokes" in args.only]
+        if "dense" in args.only and budget in args.dense_budgets:
+            runs.append(("unet", "dense"))
+        if "multiclass" in args.only and budget in args.multiclass_budgets:
+            runs.append(("unet", "3-class strokes"))
+        for seed in args.seeds:
+            for d in datasets.values():
+                for arch, kind in runs:
+                    key = f"{d.name}/{arch}/{kind}/{budget:g} min{f' [{tag}]' if tag else ''}/seed {seed}"
+                    config = TrainingConfig(architecture=arch, pretrained=False, iterations=None,
+                                            max_minutes=budget, seed=seed, **options)
+                    facts = dict(dataset=d.name, method=arch, labels=kind, budget=budget, tag=tag, seed=seed)
+                    run_cell(key, facts, fit_network, config,
+                             CLASS_NAMES_3 if kind.startswith("3-class") else CLASS_NAMES)
+    report(results.cells, tag)
 
-    print_table(results)
+
+def describe(r: dict) -> str:
+    drop = f"  worst drop {r['worst_drop']:+.3f}" if "worst_drop" in r else ""
+    return f"its {r['iterations']:>5}  {r['train_s']:>6.1f} s  IoU {r['iou']:.3f}  Dice {r['dice']:.3f}{drop}"
 
 
-def print_table(results: dict[str, dict]) -> None:
-    print(f"\n{'dataset / method / labels / budget':<55}{'its':>6}{'train s':>9}{'IoU':>7}{'Dice':>7}")
-    for key, r in results.items():
-        if key.endswith("seconds_per_iteration"):
-            continue
-        print(f"{key:<55}{r['iterations']:>6}{r['train_s']:>9.1f}{r['iou']:>7.3f}{r['dice']:>7.3f}")
-    lines = []
-    for dataset in DATASETS:
-        rf = results.get(f"{dataset}/random forest/strokes")
-        dense = results.get(f"{dataset}/unet/dense/10 min")
-        for budget in ("1 min", "3 min", "10 min"):
-            unet = results.get(f"{dataset}/unet/strokes/{budget}")
-            if rf and unet:
-                lines.append(f"{dataset} {budget} U-Net {unet['iou']:.3f} vs RF {rf['iou']:.3f}")
-        if dense:
-            lines.append(f"{dataset} dense 10 min {dense['iou']:.3f}")
-    print("\nsummary: held-out nucleus IoU from ~1 % strokes: " + "; ".join(lines))
+Group = tuple  # (dataset, method, labels, budget, tag)
+
+
+def group(cells: dict[str, dict]) -> dict[Group, list[dict]]:
+    groups: dict[Group, list[dict]] = defaultdict(list)
+    for r in cells.values():
+        if "seed" in r:  # rows of the older single-seed format have none
+            groups[r["dataset"], r["method"], r["labels"], r["budget"], r["tag"]].append(r)
+
+    def order(g: Group) -> tuple:
+        return list(DATASETS).index(g[0]), g[1] != "random forest", g[1], g[2], g[3] or 0, g[4]
+
+    return dict(sorted(groups.items(), key=lambda kv: order(kv[0])))
+
+
+def worst_drop(rows: list[dict]) -> tuple[float, str] | None:
+    """The shift with the largest mean drop over seeds (clean IoU minus shifted IoU)."""
+    rows = [r for r in rows if "shifted" in r]
+    if not rows:
+        return None
+    drops = {s: float(np.mean([r["iou"] - r["shifted"][s] for r in rows])) for s in rows[0]["shifted"]}
+    name = max(drops, key=lambda s: drops[s])
+    return drops[name], name
+
+
+def report(cells: dict[str, dict], tag: str) -> None:
+    groups = group(cells)
+    print(f"\n{'dataset':<13}{'method':<15}{'labels':<17}{'min':>5} {'tag':<14}{'seeds':>6}{'its':>7}  "
+          f"{'IoU mean ± std (min-max)':<32}{'Dice':>6}  worst drop (shift)")
+    for (dataset, method, labels, budget, t), rows in groups.items():
+        wd = worst_drop(rows)
+        its = np.mean([r["iterations"] for r in rows])
+        dice = np.mean([r["dice"] for r in rows])
+        minutes = f"{budget:g}" if budget else "-"
+        print(f"{dataset:<13}{method:<15}{labels:<17}{minutes:>5} {t or '-':<14}{len(rows):>6}"
+              f"{its:>7.0f}  {spread([r['iou'] for r in rows]):<32}{dice:>6.3f}  "
+              + (f"{wd[0]:+.3f} ({wd[1]})" if wd else "-"))
+    print("\nsummary: " + summary(groups, tag))
+
+
+def summary(groups: dict[Group, list[dict]], tag: str) -> str:
+    """The issue's targets, MET / MISSED and by how much, on the cells of ``tag``."""
+    def mean_iou(dataset: str, method: str, labels: str, budget: float | None, seeds=None) -> float | None:
+        rows = [r for r in groups.get((dataset, method, labels, budget, "" if budget is None else tag), [])
+                if seeds is None or r["seed"] in seeds]
+        return float(np.mean([r["iou"] for r in rows])) if rows else None
+
+    def seeds_of(*g: Any) -> set[int]:
+        return {r["seed"] for r in groups.get((*g, tag), [])}
+
+    def verdict(name: str, margins: dict[str, float], details: list[str], points: bool = False) -> str:
+        if len(margins) < len(DATASETS):
+            missing = ", ".join(sorted(set(DATASETS) - set(margins)))
+            return f"{name}: NOT RUN on {missing} [{'; '.join(details)}]"
+        worst = min(margins.values())
+        amount = f"{abs(worst) * 100:.1f} pts" if points else f"{abs(worst):.3f}"
+        state = f"MET (closest set by +{amount})" if worst >= 0 else f"MISSED by {amount}"
+        return f"{name}: {state} [{'; '.join(details)}]"
+
+    parts = []
+    margins, details = {}, []
+    for ds in DATASETS:
+        seeds = seeds_of(ds, "unet", "strokes", 3.0)
+        unet = mean_iou(ds, "unet", "strokes", 3.0)
+        rf = mean_iou(ds, "random forest", "strokes", None, seeds)  # the same seeds' strokes
+        if unet is not None and rf is not None:
+            margins[ds] = unet - rf - 0.08
+            details.append(f"{ds} {unet:.3f} vs RF {rf:.3f} = {unet - rf:+.3f}, {len(seeds)} seed(s)")
+    parts.append(verdict("3 CPU-min strokes: U-Net IoU >= RF + 0.08 on both sets", margins, details))
+    margins, details = {}, []
+    for ds in DATASETS:
+        unet, dense = mean_iou(ds, "unet", "strokes", 10.0), mean_iou(ds, "unet", "dense", 10.0)
+        if unet is not None and dense:
+            margins[ds] = unet / dense - 0.95
+            details.append(f"{ds} {unet:.3f} / dense {dense:.3f} = {unet / dense:.1%}")
+    parts.append(verdict("10 min >= 95 % of the dense ceiling", margins, details, points=True))
+    margins, details = {}, []
+    for ds in DATASETS:
+        wd = worst_drop(groups.get((ds, "unet", "strokes", 3.0, tag), []))
+        rf = worst_drop(groups.get((ds, "random forest", "strokes", None, ""), []))
+        if wd:
+            margins[ds] = 0.02 - wd[0]
+            details.append(f"{ds} U-Net 3 min {wd[0]:+.3f} ({wd[1]})"
+                           + (f", RF {rf[0]:+.3f} ({rf[1]})" if rf else ""))
+    parts.append(verdict("robustness drop <= 0.02", margins, details))
+    three = [f"{ds} {m}{f' {b:g} min' if b else ''} {np.mean([r['iou'] for r in rows]):.3f}"
+             for (ds, m, labels, b, t), rows in groups.items()
+             if labels == "3-class strokes" and (t == tag or b is None)]
+    if three:
+        parts.append("3-class mean IoU: " + "; ".join(three))
+    return (f"[{tag}] " if tag else "") + " | ".join(parts)
 
 
 if __name__ == "__main__":
