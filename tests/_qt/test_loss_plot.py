@@ -158,3 +158,19 @@ def test_shows_and_paints(plot, qtbot):
     qtbot.wait(150)
     assert not plot.grab().isNull()
     assert plot.redraw_count >= 2 and "val\u00a0mIoU" in plot.last_value_label.text()
+
+
+def test_preview_stability_and_what_the_markers_show(plot):
+    for i in range(1, 11):
+        plot.append(record(i, validation=i == 10))
+        if i % 3 == 0:
+            plot.add_stability(i, 1 - 0.1 / i)
+    plot.add_stability(10, math.nan)  # nothing compared: no point
+    plot.flush()
+    assert list(plot.stability_line.get_xdata()) == [3, 6, 9]
+    assert plot.stability_line.get_ydata()[-1] == pytest.approx(1 - 0.1 / 9)
+    labels = [text.get_text() for text in plot._legend.get_texts()]
+    assert "validation mIoU (averaged weights)" in labels and "preview stability" in labels
+    assert plot.val_axes.get_ylabel() == "averaged weights"
+    plot.clear()
+    assert len(plot.stability_line.get_xdata()) == 0 and not plot.val_axes.get_visible()

@@ -239,3 +239,38 @@ def test_threshold_slider_on_4096_squared(viewer_and_widget):
         timings.append(time.perf_counter() - started)
         np.testing.assert_array_equal(widget.result_layer.data, apply_threshold(compact, value / 100))
     print(f"\nthreshold slider on 4096x4096, 3 classes: {', '.join(f'{t * 1e3:.1f}' for t in timings)} ms")
+
+
+def test_uncertainty_layer_and_where_next_without_the_network(qtbot, viewer_and_widget, tiny_model):
+    from napari_deepseg import uncertainty
+    from napari_deepseg._qt.layers import camera
+
+    viewer, widget = viewer_and_widget
+    image_layer = _add_sample(viewer)
+    strokes = viewer.layers["strokes"]
+    before = [np.array(la.data, copy=True) for la in (image_layer, strokes)]
+    _predict(qtbot, widget)
+    assert "fluo uncertainty" not in viewer.layers  # only when asked for
+    with patch.object(tiny_model, "predict_compact", wraps=tiny_model.predict_compact) as compact_spy, \
+            patch.object(tiny_model.module, "forward", wraps=tiny_model.module.forward) as forward_spy:
+        widget.uncertainty_checkbox.setChecked(True)
+        layer = viewer.layers["fluo uncertainty"]
+        widget.threshold_slider.setValue(70)
+        widget.where_button.click()
+    compact_spy.assert_not_called()
+    forward_spy.assert_not_called()
+    expected = uncertainty(widget.compact)
+    assert layer.data.shape == image_layer.data.shape and layer.visible
+    np.testing.assert_array_equal(layer.data, expected)
+    assert widget.image_combo.findText("fluo uncertainty") < 0  # not offered as an image to segment
+
+    row, col = np.round(strokes.world_to_data(camera(viewer).center[-2:])).astype(int)
+    assert (row, col) == widget.uncertainty.where_next()
+    window = (slice(max(row - 32, 0), row + 32), slice(max(col - 32, 0), col + 32))
+    assert not strokes.data[window].any()
+    assert expected[window].mean() > np.median(expected)  # one of the less certain parts
+
+    widget.uncertainty_checkbox.setChecked(False)
+    assert not layer.visible
+    for layer_, copy in zip((image_layer, strokes), before, strict=True):
+        np.testing.assert_array_equal(layer_.data, copy)

@@ -298,9 +298,10 @@ def test_stacks_rgb_and_multichannel_images(make_napari_viewer, qtbot, errors, k
              "multichannel": lambda: np.moveaxis(image_data, 0, -1)}[kind]()
     assert preview.shape == labels_data.shape[-2:]
     expected = model.predict(plane, channel_axis=-1 if kind != "stack" else None)
-    assert np.mean(preview == expected) > 0.99  # the preview shows the plane at the viewer's step
-    if kind == "stack":
-        assert np.mean(preview == model.predict(image_data[0])) < 0.8  # not the first slice
+    mismatch = np.mean(preview != expected)
+    assert mismatch < 0.01  # the preview shows the plane at the viewer's step ...
+    if kind == "stack":  # ... not the first slice (the averaged weights of 4 steps differ little)
+        assert np.mean(preview != model.predict(image_data[0])) > max(4 * mismatch, 0.01)
     _assert_unchanged((image, labels), copies)
 
 
@@ -314,11 +315,16 @@ def test_settings_round_trip_and_architecture_hints(make_napari_viewer, monkeypa
         patch_size=96, learning_rate=2e-4, optimizer="sgd", weight_decay=5e-4, schedule="step",
         loss="ce_dice", dice_weight=1.5, class_balancing=True, labelled_patch_fraction=0.75,
         validation_fraction=0.2, validation_interval=20, seed=7, device="cpu", precision="bf16",
+        normalisation="dataset", ema_decay=0.5, regularisation_weight=0.1,  # not in the form: kept
         augmentation=AugmentationConfig(flips=False, rot90=True, rotation_degrees=30, scale=0.2,
                                         brightness=0.1, contrast=0.25, hue=0.05, saturation=0.3,
                                         noise_std=0.05))
     widget.set_config(config)
     assert widget.config() == config
+    for limits in (dict(iterations=None, max_minutes=2.5), dict(iterations=None, max_minutes=None)):
+        widget.set_config(config.replace(**limits))
+        assert widget.config() == config.replace(**limits)
+    widget.set_config(config)
     assert widget.architecture_combo.currentText() == "DeepLabv3+"
     assert widget.controls.hint_label.text() == architecture_spec("deeplabv3plus").hint
 
@@ -343,8 +349,9 @@ def test_settings_round_trip_and_architecture_hints(make_napari_viewer, monkeypa
     assert widget.config().learning_rate == pytest.approx(3e-5)
 
     monkeypatch.setattr(_train_controls, "pretrained_weights_available", lambda name: name == "resnet50")
-    widget.set_config(architecture="unet", pretrained=True)  # vgg16_bn: no weights offline here
-    box = widget.pretrained_checkbox
-    assert not box.isEnabled() and "vgg16_bn" in box.toolTip() and not widget.config().pretrained
+    widget.set_config(architecture="unet", pretrained=True)  # its default encoder: no weights offline here
+    box, default = widget.pretrained_checkbox, architecture_spec("unet").default_encoder
+    assert default != "resnet50" and widget.config().encoder == default
+    assert not box.isEnabled() and default in box.toolTip() and not widget.config().pretrained
     widget.encoder_combo.setCurrentIndex(widget.encoder_combo.findData("resnet50"))
     assert box.isEnabled() and box.isChecked() and widget.config().pretrained

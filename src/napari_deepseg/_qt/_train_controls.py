@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from qtpy.QtWidgets import QCheckBox, QFormLayout, QLabel, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QCheckBox, QFormLayout, QHBoxLayout, QLabel, QVBoxLayout, QWidget
 from superqt import QCollapsible
 
 from .. import AugmentationConfig, TrainingConfig
@@ -20,6 +20,8 @@ SCHEDULES = {Schedule.COSINE: "Cosine decay", Schedule.STEP: "Step (x0.1 after 2
              Schedule.CONSTANT: "Constant"}
 LOSSES = {Loss.CROSS_ENTROPY: "Cross-entropy", Loss.CROSS_ENTROPY_DICE: "Cross-entropy + Dice"}
 PRECISIONS = {Precision.AUTO: "auto", Precision.FP32: "fp32", Precision.BF16: "bf16"}
+ITERATIONS, MINUTES, UNTIL_STOPPED = "iterations", "minutes", "until stopped"
+STOP_AFTER = {ITERATIONS: "iterations", MINUTES: "minutes", UNTIL_STOPPED: "until I stop"}
 # (field, label, maximum, step, tooltip) of the augmentation strengths; 0 turns one off.
 AUGMENTATIONS = (
     ("rotation_degrees", "Rotation (°)", 180.0, 5.0, "Random rotation up to this angle"),
@@ -63,13 +65,18 @@ class TrainControls(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._pretrained_wanted = True
+        self._base = TrainingConfig()
         names = {n: architecture_spec(n).display_name for n in available_architectures()}
         self.architecture_combo = value_combo(names, "Network architecture")
         self.hint_label = QLabel()
         self.hint_label.setWordWrap(True)
         self.encoder_combo = value_combo({}, "Backbone network that extracts the features")
         self.pretrained_checkbox = QCheckBox("Pretrained (ImageNet)")
+        self.stop_combo = value_combo(STOP_AFTER, "What ends the run (Stop ends any run, keeping the model)")
         self.iterations_spin = int_spin(1, 1_000_000, 50, "Optimizer steps of this run")
+        self.minutes_spin = float_spin(100_000.0, 1.0, "Minutes of training in this run")
+        self.minutes_spin.setMinimum(0.05)
+        self.minutes_spin.setValue(5.0)
         self.learning_rate_spin = ScientificSpinBox(0.0, 1.0, 1e-3)
         self.learning_rate_spin.setToolTip("Peak learning rate; 'default' uses the architecture's")
         self.batch_size_spin = int_spin(1, 512, 1, "Patches per optimizer step")
@@ -82,7 +89,12 @@ class TrainControls(QWidget):
         form.addRow(self.hint_label)
         form.addRow("Encoder", self.encoder_combo)
         form.addRow("", self.pretrained_checkbox)
-        form.addRow("Iterations", self.iterations_spin)
+        stop_row = QWidget()
+        row = QHBoxLayout(stop_row)
+        row.setContentsMargins(0, 0, 0, 0)
+        for widget in (self.iterations_spin, self.minutes_spin, self.stop_combo):
+            row.addWidget(widget)
+        form.addRow("Stop after", stop_row)
         form.addRow("Learning rate", self.learning_rate_spin)
         form.addRow("Batch size", self.batch_size_spin)
         form.addRow("Patch size", self.patch_size_spin)
@@ -101,6 +113,7 @@ class TrainControls(QWidget):
         self.encoder_combo.currentIndexChanged.connect(self._refresh_pretrained)
         self.pretrained_checkbox.toggled.connect(self._on_pretrained_toggled)
         self.loss_combo.currentIndexChanged.connect(self._refresh_dice)
+        self.stop_combo.currentIndexChanged.connect(self._refresh_stop)
         self._on_architecture_changed()
         self.set_config(TrainingConfig())
 
@@ -157,11 +170,13 @@ class TrainControls(QWidget):
         augmentation = AugmentationConfig(
             flips=self.flips_checkbox.isChecked(), rot90=self.rot90_checkbox.isChecked(),
             **{name: spin.value() for name, spin in self.augmentation_spins.items()})
-        learning_rate = self.learning_rate_spin.value()
-        return TrainingConfig(
+        learning_rate, mode = self.learning_rate_spin.value(), self.stop_combo.currentData()
+        return self._base.replace(  # the fields the form does not show keep their values
             architecture=self.architecture_combo.currentData(), encoder=self.encoder_combo.currentData(),
             pretrained=self.pretrained_checkbox.isEnabled() and self.pretrained_checkbox.isChecked(),
-            iterations=self.iterations_spin.value(), batch_size=self.batch_size_spin.value(),
+            iterations=self.iterations_spin.value() if mode == ITERATIONS else None,
+            max_minutes=self.minutes_spin.value() if mode == MINUTES else None,
+            batch_size=self.batch_size_spin.value(),
             patch_size=self.patch_size_spin.value(), learning_rate=learning_rate or None,
             optimizer=self.optimizer_combo.currentData(), weight_decay=self.weight_decay_spin.value(),
             schedule=self.schedule_combo.currentData(), loss=self.loss_combo.currentData(),
@@ -180,7 +195,13 @@ class TrainControls(QWidget):
         select_value(self.encoder_combo, config.encoder or spec.default_encoder)
         self._pretrained_wanted = config.pretrained
         self._refresh_pretrained()
-        self.iterations_spin.setValue(config.iterations)
+        # Both limits set (the API allows it): the form shows the time budget.
+        mode = MINUTES if config.max_minutes else ITERATIONS if config.iterations else UNTIL_STOPPED
+        select_value(self.stop_combo, mode)
+        if config.iterations:
+            self.iterations_spin.setValue(config.iterations)
+        if config.max_minutes:
+            self.minutes_spin.setValue(config.max_minutes)
         self.learning_rate_spin.setValue(config.learning_rate or 0.0)
         self.batch_size_spin.setValue(config.batch_size)
         self.patch_size_spin.setValue(config.patch_size)
@@ -200,6 +221,8 @@ class TrainControls(QWidget):
         for name, spin in self.augmentation_spins.items():
             spin.setValue(float(getattr(config.augmentation, name)))
         self._refresh_dice()
+        self._refresh_stop()
+        self._base = config
 
     def set_options(self, config: TrainingConfig | None = None, **changes: Any) -> None:
         """Fill the form from ``config`` (default: the form itself) with single fields changed.
@@ -217,6 +240,10 @@ class TrainControls(QWidget):
         if "channel_axis" in changes:
             axis = changes.pop("channel_axis")
             self.channel_axis_combo.setCurrentIndex(0 if axis is None else int(axis) + 1)
+        if "iterations" in changes and "max_minutes" not in changes:  # one limit named: that one ends it
+            changes["max_minutes"] = None
+        elif "max_minutes" in changes and "iterations" not in changes:
+            changes["iterations"] = None
         if "architecture" in changes and "encoder" not in changes:
             changes["encoder"] = None
         self.set_config((config or self.config()).replace(**changes))
@@ -267,6 +294,11 @@ class TrainControls(QWidget):
 
     def _on_pretrained_toggled(self, checked: bool) -> None:
         self._pretrained_wanted = checked
+
+    def _refresh_stop(self) -> None:
+        mode = self.stop_combo.currentData()
+        self.iterations_spin.setVisible(mode == ITERATIONS)
+        self.minutes_spin.setVisible(mode == MINUTES)
 
     def _refresh_dice(self) -> None:
         self.dice_weight_spin.setEnabled(self.loss_combo.currentData() == Loss.CROSS_ENTROPY_DICE.value)

@@ -1,25 +1,22 @@
 """What the Train widget runs: its inputs, read once from layers, and the worker's generator.
 
 The generator wraps :meth:`Trainer.run` so a napari worker can pause, resume and quit it at each
-yield; between iterations it predicts one plane for the live preview. Nothing here touches Qt
+yield; between iterations it computes the live preview (``_preview_job``). Nothing here touches Qt
 or the viewer: the worker thread only sees private copies.
 """
 
 from __future__ import annotations
 
-import math
-import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .. import SegmentationModel, Trainer, TrainingConfig, TrainingProgress, apply_threshold
+from .. import SegmentationModel, Trainer, TrainingConfig, TrainingProgress
 from . import layers as layer_io
-
-PREVIEW_BUDGET = 0.1  # previews may cost at most this share of the training time
+from ._preview_job import PlanePreviewer, Preview, PreviewSchedule, PreviewSettings
 
 
 @dataclass
@@ -96,33 +93,15 @@ class Started:
 
 @dataclass(frozen=True)
 class Step:
-    """One finished iteration, with a preview plane (labels 1..K) every so often."""
+    """One finished iteration, with a preview every so often."""
 
     record: TrainingProgress
-    preview: np.ndarray | None = None
+    preview: Preview | None = None
 
 
 class TrainingError(Exception):
     """A failure of the run. superqt treats a ``RuntimeError`` from a generator as a deleted worker
     and emits neither ``errored`` nor ``finished``, so runtime errors travel as this instead."""
-
-
-@dataclass
-class PreviewSettings:
-    """The image whose plane is previewed and how often; ``index`` and ``enabled`` may be changed
-    from the GUI thread while the job runs (plain attribute writes)."""
-
-    image: layer_io.ImageCopy
-    interval: int = 25
-    tile_size: int = 512
-    enabled: bool = True
-    index: tuple[int, ...] = ()
-    stop: threading.Event = field(default_factory=threading.Event)
-
-    def plane(self) -> np.ndarray:
-        n = len(self.image.spatial_shape) - 2  # stack axes before (H, W)
-        index = self.index if len(self.index) == n else (0,) * n
-        return self.image.data[index] if n else self.image.data
 
 
 def training_job(inputs: TrainingInputs, config: TrainingConfig, *, model: SegmentationModel | None = None,
@@ -143,7 +122,9 @@ def training_job(inputs: TrainingInputs, config: TrainingConfig, *, model: Segme
 
 def _steps(trainer: Trainer, run: Iterator[TrainingProgress], preview: PreviewSettings | None
            ) -> Iterator[Step]:
-    train_seconds, steps, next_preview = 0.0, 0, preview.interval if preview else 0
+    schedule = PreviewSchedule(preview.interval, preview.seconds) if preview else None
+    previewer = PlanePreviewer(preview) if preview else None
+    train_seconds, steps = 0.0, 0
     while True:
         start = time.perf_counter()
         record = next(run, None)
@@ -151,27 +132,13 @@ def _steps(trainer: Trainer, run: Iterator[TrainingProgress], preview: PreviewSe
             return
         train_seconds += time.perf_counter() - start
         steps += 1
-        plane = None
-        if preview is not None and preview.enabled and (steps >= next_preview
-                                                        or record.iteration == record.last_iteration):
+        frame = None
+        if (previewer is not None and schedule is not None and previewer.settings.enabled
+                and (record.finished or schedule.due(steps))):
             start = time.perf_counter()
-            plane = _predict_plane(trainer.model, preview)
-            cost = time.perf_counter() - start
-            # Keep previews under PREVIEW_BUDGET of the training time on slow devices / big planes.
-            gap = math.ceil(cost / max(PREVIEW_BUDGET * train_seconds / steps, 1e-9))
-            next_preview = steps + max(preview.interval, gap)
-        yield Step(record, plane)
-
-
-def _predict_plane(model: SegmentationModel, preview: PreviewSettings) -> np.ndarray | None:
-    try:
-        compact = model.predict_compact(
-            preview.plane(), channel_axis=-1 if preview.image.channels else None,
-            tile_size=preview.tile_size, overlap=min(32, preview.tile_size // 4), batch_size=1,
-            precision="auto", should_stop=preview.stop.is_set)
-    except InterruptedError:
-        return None
-    return apply_threshold(compact, 0.0)
+            frame = previewer(trainer.model)
+            schedule.done(steps, time.perf_counter() - start, train_seconds / steps)
+        yield Step(record, frame)
 
 
 def describe_error(err: BaseException) -> str:

@@ -1,66 +1,25 @@
-"""GUI-side bookkeeping of one training run: its worker, progress bar, preview layer, outcome."""
+"""GUI-side bookkeeping of one training run: its worker, progress bar, live strokes, outcome, and
+the status line it shows."""
 
 from __future__ import annotations
 
 import logging
+import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import numpy as np
 import torch
 from napari.utils import notifications
-from napari.utils.colormaps import DirectLabelColormap
 
-from . import layers as layer_io
-from ._train_job import PreviewSettings, TrainingError, wait_until
-
-if TYPE_CHECKING:
-    import napari
+from .. import TrainingConfig, TrainingProgress
+from ._live_labels import LiveLabels
+from ._preview_job import Preview, PreviewSettings
+from ._train_job import TrainingError, wait_until
 
 _log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.25
-
-
-class PreviewLayer:
-    """The "<image> preview" labels layer: created on the first preview (or reused), then only
-    its data is replaced. One the user deletes stays deleted for the rest of the run."""
-
-    def __init__(self, viewer: napari.viewer.Viewer, image_layer: Any, labels_layer: Any,
-                 num_classes: int) -> None:
-        self.viewer = viewer
-        self.name = f"{image_layer.name} preview"
-        self._image_layer, self._labels_layer = image_layer, labels_layer
-        self._colors = layer_io.class_colors(labels_layer, num_classes)  # the strokes' colours
-        self.layer: Any = None
-
-    def create_empty(self, shape: tuple[int, ...]) -> None:
-        """Add the (transparent) layer now: adding a layer costs the GUI thread far more than
-        replacing its data, so it happens when Start is pressed, not in the middle of the run."""
-        self.show(np.zeros(shape, np.uint8))
-
-    def show(self, plane: np.ndarray) -> None:
-        if self.layer is None:
-            self.layer = next((la for la in self.viewer.layers
-                               if la.name == self.name and layer_io.is_preview(la)), None) or self._add(plane)
-        if layer_io.in_viewer(self.viewer, self.layer):
-            self.layer.data = plane
-
-    def _add(self, plane: np.ndarray) -> Any:
-        layers = self.viewer.layers
-        selected, active = list(layers.selection), layers.selection.active
-        colors = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), **self._colors}
-        layer = self.viewer.add_labels(
-            plane, name=self.name, opacity=0.5, colormap=DirectLabelColormap(color_dict=colors),
-            scale=self._image_layer.scale[-2:], translate=self._image_layer.translate[-2:],
-            metadata={layer_io.PREVIEW_METADATA_KEY: True})
-        if layer_io.in_viewer(self.viewer, self._labels_layer):  # strokes stay visible above the preview
-            layers.move(layers.index(layer), layers.index(self._labels_layer))
-        layers.selection.clear()  # keep the user painting where they were
-        layers.selection.update([la for la in selected if layer_io.in_viewer(self.viewer, la)])
-        if active is not None and layer_io.in_viewer(self.viewer, active):
-            layers.selection.active = active
-        return layer
 
 
 @dataclass
@@ -71,22 +30,32 @@ class TrainingRun:
     job: Any  # the generator from ``training_job``
     name: str  # the name the model is published under
     preview: PreviewSettings  # shared with the worker
-    preview_layer: PreviewLayer
-    image_layer: Any  # for the plane shown at the viewer's current step
+    config: TrainingConfig
+    live_labels: LiveLabels  # strokes painted during the run go to the trainer
     progress: Any = None  # napari.utils.progress, shown in the activity dock
     error: BaseException | None = None
     stopped: bool = False
-    _pending_steps: int = 0
     _last_progress: float = 0.0
 
-    def advance_progress(self, last: bool) -> None:
+    @property
+    def progress_total(self) -> int:
+        """Steps of the progress bar: iterations, percent of a time budget, 0 (busy) until stopped."""
+        config = self.config
+        if config.iterations is None and config.max_minutes is None:
+            return 0
+        return 100 if config.iterations is None or config.max_minutes is not None else config.iterations
+
+    def advance_progress(self, record: TrainingProgress) -> None:
         """Move the progress bar at most a few times a second: each move repaints the activity
         dock and napari runs ``processEvents`` inside it, which stalls the GUI thread."""
-        self._pending_steps += 1
-        now = time.monotonic()
-        if last or now - self._last_progress >= PROGRESS_INTERVAL_S:
-            self.progress.update(self._pending_steps)
-            self._pending_steps, self._last_progress = 0, now
+        total, now = self.progress.total, time.monotonic()
+        if not total or math.isnan(record.fraction_done):
+            return
+        if record.finished or now - self._last_progress >= PROGRESS_INTERVAL_S:
+            target = total if record.finished else min(total, round(record.fraction_done * total))
+            if target > self.progress.n:
+                self.progress.update(target - self.progress.n)
+            self._last_progress = now
 
     def request_stop(self) -> None:
         self.stopped = True
@@ -95,6 +64,7 @@ class TrainingRun:
 
     def close(self) -> None:
         """Release the progress bar and, once the worker has left it, the job (the trainer's state)."""
+        self.live_labels.close()
         if not self.worker.is_running:  # else it stops at its next yield and the job is collected
             self.job.close()
         if self.progress is not None:
@@ -142,3 +112,23 @@ def show_warning(warning: tuple) -> None:
     message, _category, filename = warning[:3]
     if "napari_deepseg" in str(filename):
         notifications.show_warning(str(message))
+
+
+def status_text(record: TrainingProgress, config: TrainingConfig, class_names: Sequence[str],
+                preview: Preview | None = None) -> str:
+    """The status line: iteration, loss, time, painted pixels per class, the preview's doubt."""
+    iteration = f"Iteration {record.iteration}" + (f" / {record.last_iteration}" if record.last_iteration
+                                                  else "")
+    elapsed = _clock(record.elapsed_seconds) + (f" / {_clock(60 * config.max_minutes)}"
+                                                if config.max_minutes else "")
+    painted = " · ".join(f"{name} {count}" for name, count in zip(class_names, record.painted_pixels))
+    text = f"{iteration} · loss {record.loss:.3g} · {elapsed}\npainted: {painted or '–'}"
+    if preview is not None:
+        text += f" · uncertain: {100 * preview.uncertain_fraction:.0f} % of the view"
+    return text
+
+
+def _clock(seconds: float) -> str:
+    minutes, seconds = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{seconds:02d}" if hours else f"{minutes}:{seconds:02d}"

@@ -145,3 +145,41 @@ def plane_index(layer: Image, point: Any, image: ImageCopy) -> tuple[int, ...]:
     leading = image.spatial_shape[:-2]
     coords = coords[-len(image.spatial_shape):][:len(leading)]
     return tuple(int(min(max(round(c), 0), n - 1)) for c, n in zip(coords, leading, strict=False))
+
+
+def camera(viewer: napari.viewer.Viewer) -> Any:
+    """The viewer's camera: in ``viewer.scene`` since napari 0.9, ``viewer.camera`` before."""
+    scene = getattr(viewer, "scene", None)
+    return scene.camera if scene is not None else viewer.camera
+
+
+def canvas_size(viewer: napari.viewer.Viewer) -> tuple[int, int]:
+    """(height, width) of the canvas in screen pixels (napari < 0.9: a typical canvas)."""
+    canvas = getattr(viewer, "canvas", None)
+    return tuple(getattr(canvas, "size", (600, 800)))  # type: ignore[return-value]
+
+
+def visible_region(viewer: napari.viewer.Viewer, layer: Image, image: ImageCopy
+                   ) -> tuple[int, int, int, int] | None:
+    """The part ``(y0, y1, x0, x1)`` of ``image``'s current (H, W) plane that the 2D canvas shows.
+
+    From the camera (centre and zoom) and the canvas size, so it works before anything is drawn.
+    ``None`` (the whole plane) in 3D, or when the plane's axes are not the ones displayed.
+    """
+    dims = viewer.dims
+    axes = layer.ndim - 2, layer.ndim - 1  # the layer's (H, W) axes ...
+    if dims.ndisplay != 2 or image.layer_channel_axis in axes:
+        return None
+    if tuple(dims.displayed) != tuple(range(dims.ndim - 2, dims.ndim)):  # ... must be the shown ones
+        return None
+    height, width = canvas_size(viewer)
+    zoom = max(float(camera(viewer).zoom), 1e-12)
+    centre = np.asarray(camera(viewer).center[-2:], float)
+    half = np.array([height, width], float) / zoom / 2
+    corners = []
+    for dy, dx in ((-1, -1), (-1, 1), (1, -1), (1, 1)):
+        point = np.asarray(dims.point, float)
+        point[-2:] = centre + half * (dy, dx)
+        corners.append(np.asarray(layer.world_to_data(point), float)[-2:])
+    low, high = np.floor(np.min(corners, axis=0)), np.ceil(np.max(corners, axis=0))
+    return int(low[0]), int(high[0]) + 1, int(low[1]), int(high[1]) + 1

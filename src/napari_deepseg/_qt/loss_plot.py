@@ -1,7 +1,9 @@
 """The convergence curve (loss or error rate against iteration), one themed matplotlib canvas.
 
 Records arrive once per iteration; drawing is throttled to at most ten frames a second so a
-fast training loop never floods the GUI thread.
+fast training loop never floods the GUI thread. The markers on the right axis (validation mIoU,
+preview stability) come from the averaged weights: the model the user gets, not the one the
+optimizer is stepping.
 """
 
 from __future__ import annotations
@@ -56,14 +58,18 @@ class LossPlot(QWidget):
         self.axes = self.figure.add_subplot()
         self.val_axes = self.axes.twinx()
         self.val_axes.set_ylim(0, 1)
-        self.val_axes.set_ylabel("val mIoU", fontsize=9)
+        self.val_axes.set_ylabel("averaged weights", fontsize=9)
         (self.raw_line,) = self.axes.plot([], [], lw=0.8, alpha=0.4, label="raw")
         (self.smooth_line,) = self.axes.plot([], [], lw=1.8, label="smoothed")
-        (self.val_line,) = self.val_axes.plot([], [], ls="none", marker="o", ms=4, label="val mIoU")
+        (self.val_line,) = self.val_axes.plot([], [], ls="none", marker="o", ms=4,
+                                              label="validation mIoU (averaged weights)")
+        (self.stability_line,) = self.val_axes.plot([], [], ls="none", marker="x", ms=4,
+                                                    label="preview stability")
         self.axes.set_xlabel("iteration", fontsize=9)
         self._placeholder = self.axes.text(0.5, 0.5, "training progress appears here", ha="center",
                                            va="center", fontsize=9, transform=self.axes.transAxes)
         self._legend: Any = None
+        self._legend_handles: list[Any] = []
         # Constrained layout costs about half of every draw; it runs only when something that
         # moves the axes changed (legend, labels, theme, size), not for every new point.
         self._layout_stale = True
@@ -135,6 +141,14 @@ class LossPlot(QWidget):
         if not self._timer.isActive():
             self._timer.start()
 
+    def add_stability(self, iteration: int, stability: float) -> None:
+        """Add the share of preview pixels that kept their class since the previous preview."""
+        if math.isfinite(stability):
+            self._stability.append((iteration, stability))
+            self._dirty = True
+            if not self._timer.isActive():
+                self._timer.start()
+
     def set_history(self, history: list[dict[str, Any]]) -> None:
         """Replace everything with a model's history (dicts of ``TrainingProgress.to_dict()``)."""
         self._reset()
@@ -166,6 +180,7 @@ class LossPlot(QWidget):
         self._ema: dict[str, tuple[float, int]] = {}  # metric -> (biased EMA, finite count)
         self._val_iterations: list[int] = []
         self._val_iou: list[float] = []
+        self._stability: list[tuple[int, float]] = []
 
     def _add(self, iteration: int, loss: float, error_rate: float, learning_rate: float,
              mean_iou: float | None) -> None:
@@ -197,7 +212,8 @@ class LossPlot(QWidget):
         self.raw_line.set_data(self._iterations, self._shown(self._raw[metric]))
         self.smooth_line.set_data(self._iterations, self._shown(self._smooth[metric]))
         self.val_line.set_data(self._val_iterations, self._val_iou)
-        self.val_axes.set_visible(bool(self._val_iterations))
+        self.stability_line.set_data([i for i, _ in self._stability], [s for _, s in self._stability])
+        self.val_axes.set_visible(bool(self._val_iterations or self._stability))
         ylabel = "error rate (%)" if metric == ERROR_RATE else "loss"
         if self.axes.get_ylabel() != ylabel:
             self.axes.set_ylabel(ylabel, fontsize=9)
@@ -223,14 +239,16 @@ class LossPlot(QWidget):
 
     def _update_legend(self) -> None:
         # Above the axes, not inside: the curves and markers fill every corner at some point.
-        handles = [self.raw_line, self.smooth_line] + ([self.val_line] if self._val_iterations else [])
-        if self._legend is not None and len(self._legend.legend_handles) == len(handles):
+        handles = [self.raw_line, self.smooth_line] + ([self.val_line] if self._val_iterations else []) \
+            + ([self.stability_line] if self._stability else [])
+        if handles == self._legend_handles:
             return
+        self._legend_handles = handles
         if self._legend is not None:
             self._legend.remove()
         self._layout_stale = True
         self.figure.set_layout_engine("constrained")  # "outside" legend placement needs it
-        self._legend = self.figure.legend(handles=handles, loc="outside upper right", ncols=len(handles),
+        self._legend = self.figure.legend(handles=handles, loc="outside upper right", ncols=2,
                                           fontsize=8, frameon=False, handlelength=1.5)
         self._style_legend()
 
@@ -266,7 +284,8 @@ class LossPlot(QWidget):
             ax.yaxis.label.set_color(text)
         self.axes.xaxis.label.set_color(text)
         self.axes.grid(True, color=grid, lw=0.5, alpha=0.5)
-        for line, color in ((self.raw_line, curve), (self.smooth_line, curve), (self.val_line, marker)):
+        for line, color in ((self.raw_line, curve), (self.smooth_line, curve), (self.val_line, marker),
+                            (self.stability_line, marker)):
             line.set_color(color)
         self._placeholder.set_color(text)
         self._style_legend()

@@ -1,5 +1,6 @@
 """Predict widget: segment an image layer in a worker; the minimum-probability slider re-thresholds the
-cached ``CompactProbabilities`` (2 bytes per pixel) with :func:`apply_threshold`, never the network."""
+cached ``CompactProbabilities`` (2 bytes per pixel) with :func:`apply_threshold`, never the network.
+The uncertainty layer and "Where next?" come from the same cached result."""
 
 from __future__ import annotations
 
@@ -34,6 +35,7 @@ from ..segmentation_model import SegmentationModel
 from . import _results
 from . import layers as layer_io
 from ._session import model_store
+from ._uncertainty import PredictionUncertainty
 
 
 class _Relay(QObject):
@@ -105,6 +107,9 @@ class PredictWidget(QWidget):
         self.threshold_slider.setToolTip("A pixel gets its most probable class only if that probability "
                                          "reaches this value; other pixels stay 0 (unclassified).")
         self.probabilities_checkbox = QCheckBox("Also show per-class probabilities")
+        self.uncertainty = PredictionUncertainty(napari_viewer)
+        self.uncertainty_checkbox = self.uncertainty.checkbox
+        self.where_button = self.uncertainty.where_button
         self.predict_button = QPushButton("Predict")
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
@@ -117,6 +122,7 @@ class PredictWidget(QWidget):
         layout.addRow("Image", self.image_combo)
         layout.addRow("Min. probability", _row(self.threshold_slider, self.threshold_label))
         layout.addRow(self.probabilities_checkbox)
+        layout.addRow(self.uncertainty)
         layout.addRow(_row(self.predict_button, self.cancel_button))
         layout.addRow(self.progress_bar)
 
@@ -286,6 +292,7 @@ class PredictWidget(QWidget):
         self.compact = compact
         self.result_layer = _results.show_labels(self._viewer, image, model,
                                                  apply_threshold(compact, self.min_probability))
+        self.uncertainty.set_result(image, self.result_layer, compact)
         self.prediction_finished.emit(self.result_layer)
 
     # ---- threshold ----------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 A thin layer over :class:`napari_deepseg.Trainer`: the layers are copied once at Start, the
 loop runs in a napari generator worker (pause / resume / stop take effect between
 iterations) and the GUI thread only plots records and shows the preview the worker computed.
+Strokes painted during the run reach the trainer through ``LiveLabels``.
 """
 
 from __future__ import annotations
@@ -18,13 +19,15 @@ from qtpy.QtWidgets import QFileDialog, QGridLayout, QLabel, QPushButton, QVBoxL
 
 from .. import SegmentationModel, TrainingConfig
 from ..models import architecture_spec
-from . import layers as layer_io
 from ._layout import FittingScrollArea, YieldingBox
 from ._pairs import PairsEditor
+from ._live_labels import LiveLabels
+from ._preview_job import PreviewSettings
 from ._session import model_store
 from ._train_controls import TrainControls
-from ._train_job import PreviewSettings, Started, Step, gather_inputs, model_name, training_job
-from ._train_run import PreviewLayer, RunHolder, TrainingRun, drive, report_error, show_warning, shutdown
+from ._train_job import Started, Step, gather_inputs, model_name, training_job
+from ._train_preview import TrainPreview
+from ._train_run import RunHolder, TrainingRun, drive, report_error, show_warning, shutdown, status_text
 from .loss_plot import LossPlot
 
 if TYPE_CHECKING:
@@ -48,6 +51,7 @@ class TrainWidget(QWidget):
         self.worker: Any = None
         self.model: SegmentationModel | None = None
         self.trainer: Any = None
+        self.last_record: Any = None  # the latest TrainingProgress
         self._holder = RunHolder()
 
         self.pairs_editor = PairsEditor(napari_viewer)
@@ -56,7 +60,9 @@ class TrainWidget(QWidget):
         self.encoder_combo = self.controls.encoder_combo
         self.pretrained_checkbox = self.controls.pretrained_checkbox
         self.preview_checkbox = self.controls.preview_checkbox
-        self.preview_checkbox.toggled.connect(self._on_preview_toggled)
+        self.preview = TrainPreview(napari_viewer, self.preview_checkbox)
+        self.uncertainty_checkbox = self.preview.uncertainty_checkbox
+        self.where_button = self.preview.where_button
 
         self.start_button = QPushButton("Start")
         self.start_button.setToolTip("Train a new model on the pairs above")
@@ -64,7 +70,7 @@ class TrainWidget(QWidget):
         self.stop_button = QPushButton("Stop")
         self.stop_button.setToolTip("Stop after the current iteration; the model so far is kept")
         self.continue_button = QPushButton("Continue")
-        self.continue_button.setToolTip("Train the current model for more iterations")
+        self.continue_button.setToolTip("Train the current model further, until 'Stop after' says")
         self.save_button = QPushButton("Save…")
         self.load_button = QPushButton("Load…")
         self.load_button.setToolTip("Load a saved model to continue training it")
@@ -85,6 +91,7 @@ class TrainWidget(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(FittingScrollArea(settings))  # "Advanced" open must not outgrow the window
         layout.addLayout(buttons)
+        layout.addWidget(self.preview)
         layout.addWidget(self.status_label)
         layout.addWidget(YieldingBox(self.plot), 1)
 
@@ -94,7 +101,6 @@ class TrainWidget(QWidget):
         self.continue_button.clicked.connect(self.continue_training)
         self.save_button.clicked.connect(self._save_dialog)
         self.load_button.clicked.connect(self._load_dialog)
-        napari_viewer.dims.events.current_step.connect(self._on_dims_changed)
         self.destroyed.connect(partial(shutdown, self._holder))
         self._set_running(False)
 
@@ -140,9 +146,7 @@ class TrainWidget(QWidget):
             return
         image_layer, labels_layer = pairs[0]
         preview = PreviewSettings(inputs.image_copies[0], interval=self.controls.preview_interval,
-                                  tile_size=self.controls.preview_tile_size,
-                                  enabled=self.preview_checkbox.isChecked())
-        preview.index = layer_io.plane_index(image_layer, self.viewer.dims.point, preview.image)
+                                  tile_size=self.controls.preview_tile_size)
         architecture = model.architecture if model else config.architecture
         if model is None:
             self.model = None
@@ -152,18 +156,17 @@ class TrainWidget(QWidget):
             "yielded": self._on_yielded, "errored": self._on_errored, "finished": self._on_finished,
             "paused": self._on_paused, "resumed": self._on_resumed, "warned": show_warning})
         display = architecture_spec(architecture).display_name
-        preview_layer = PreviewLayer(self.viewer, image_layer, labels_layer, inputs.num_classes)
-        if preview.enabled:
-            preview_layer.create_empty(preview.image.spatial_shape[-2:])
+        self.preview.begin(preview, image_layer, labels_layer, inputs.num_classes)
+        live = LiveLabels(self.viewer, [labels for _, labels in pairs])
         run = TrainingRun(worker=worker, job=job, name=model_name(architecture, inputs.names),
-                          preview=preview, preview_layer=preview_layer, image_layer=image_layer)
+                          preview=preview, config=config, live_labels=live)
         self._holder.run = run
         self.worker = worker
         self._set_running(True)
         self.status_label.setText(f"Preparing {display} on {len(pairs)} pair(s)…")
         # napari's activity dock processes events when a progress bar is added or moves: the
         # widget must already be in its running state when that happens.
-        run.progress = progress(total=config.iterations, desc=f"Training {display}")
+        run.progress = progress(total=run.progress_total, desc=f"Training {display}")
         worker.start()
 
     def toggle_pause(self) -> None:
@@ -194,16 +197,16 @@ class TrainWidget(QWidget):
             return
         if isinstance(item, Started):
             self.trainer, self.model = item.trainer, item.trainer.model
+            run.live_labels.set_trainer(self.trainer)
             model_store().publish(run.name, self.model)
             return
-        record = item.record
+        record = self.last_record = item.record
         self.plot.append(record)
-        self.status_label.setText(f"Iteration {record.iteration} / {record.last_iteration} · "
-                                  f"loss {record.loss:.3g}")
         if item.preview is not None:
-            run.preview_layer.show(item.preview)
-        # last: napari processes events here, even the run's end
-        run.advance_progress(last=record.iteration == record.last_iteration)
+            self.preview.show(item.preview)
+            self.plot.add_stability(record.iteration, item.preview.stability)
+        self.status_label.setText(status_text(record, run.config, self.model.class_names, self.preview.last))
+        run.advance_progress(record)  # last: napari processes events here, even the run's end
 
     def _on_errored(self, error: BaseException) -> None:
         run = self._holder.run
@@ -227,6 +230,7 @@ class TrainWidget(QWidget):
         if run is None:
             return
         run.close()
+        self.preview.end()
         self.worker = self.trainer = None
         self.plot.flush()
         self._set_running(False)
@@ -238,17 +242,6 @@ class TrainWidget(QWidget):
         if run.error is not None:
             report_error(run.error)
         self.training_finished.emit(self.model)
-
-    # --------------------------------------------------------------- preview
-    def _on_preview_toggled(self, checked: bool) -> None:
-        if self._holder.run is not None:
-            self._holder.run.preview.enabled = checked
-
-    def _on_dims_changed(self, _event: Any = None) -> None:
-        run = self._holder.run
-        if run is not None:
-            point = self.viewer.dims.point
-            run.preview.index = layer_io.plane_index(run.image_layer, point, run.preview.image)
 
     # ------------------------------------------------------------ model files
     def save_model(self, path: str | Path) -> Path | None:

@@ -1,0 +1,152 @@
+"""The Train widget's live preview on the GUI side: it tells the worker which part of which plane
+the user looks at, shows the previews (classes and uncertainty) and answers "Where next?"."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from napari.layers import Image
+from napari.utils.colormaps import DirectLabelColormap
+from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QWidget
+
+from . import _results, _uncertainty
+from . import layers as layer_io
+from ._preview_job import Preview, PreviewSettings
+
+if TYPE_CHECKING:
+    import napari
+
+
+class PreviewLayer:
+    """The "<image> preview" labels layer: created at Start (or reused), then only its data is
+    replaced. One the user deletes stays deleted for the rest of the run."""
+
+    def __init__(self, viewer: napari.viewer.Viewer, image_layer: Any, labels_layer: Any,
+                 num_classes: int) -> None:
+        self.viewer = viewer
+        self.name = f"{image_layer.name} preview"
+        self._image_layer, self._labels_layer = image_layer, labels_layer
+        self._colors = layer_io.class_colors(labels_layer, num_classes)  # the strokes' colours
+        self.layer: Any = None
+
+    def create_empty(self, shape: tuple[int, ...]) -> None:
+        """Add the (transparent) layer now: adding a layer costs the GUI thread far more than
+        replacing its data, so it happens when Start is pressed, not in the middle of the run."""
+        self.show(np.zeros(shape, np.uint8))
+
+    def show(self, plane: np.ndarray) -> None:
+        if self.layer is None:
+            self.layer = next((la for la in self.viewer.layers
+                               if la.name == self.name and layer_io.is_preview(la)), None) or self._add(plane)
+        if layer_io.in_viewer(self.viewer, self.layer):
+            self.layer.data = plane
+
+    def _add(self, plane: np.ndarray) -> Any:
+        layers = self.viewer.layers
+        colors = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), **self._colors}
+        with _uncertainty.keep_selection(self.viewer):  # the user keeps painting where they were
+            layer = self.viewer.add_labels(
+                plane, name=self.name, opacity=0.5, colormap=DirectLabelColormap(color_dict=colors),
+                scale=self._image_layer.scale[-2:], translate=self._image_layer.translate[-2:],
+                metadata={layer_io.PREVIEW_METADATA_KEY: True})
+            if layer_io.in_viewer(self.viewer, self._labels_layer):  # strokes stay visible above
+                layers.move(layers.index(layer), layers.index(self._labels_layer))
+        return layer
+
+
+class TrainPreview(QWidget):
+    """"Show uncertainty" and "Where next?" of the Train widget, and the run's preview layers.
+
+    Parameters
+    ----------
+    viewer
+        Whose camera and dims say what to preview, and where the layers are shown.
+    enabled_checkbox
+        The form's "Live preview" checkbox; it can be toggled during a run.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer, enabled_checkbox: QCheckBox,
+                 parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.viewer = viewer
+        self.enabled_checkbox = enabled_checkbox
+        self.settings: PreviewSettings | None = None  # of the running run
+        self.last: Preview | None = None  # the latest preview, kept after the run for "Where next?"
+        self.layer: PreviewLayer | None = None
+        self._image_layer: Any = None
+        self._labels_layer: Any = None
+        self.uncertainty_checkbox = QCheckBox("Show uncertainty")
+        self.uncertainty_checkbox.setToolTip("Show where the preview is unsure (bright) as an image layer")
+        self.where_button = QPushButton("Where next?")
+        self.where_button.setToolTip("Move the view to the most uncertain region that has no strokes yet")
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.uncertainty_checkbox)
+        layout.addWidget(self.where_button)
+
+        enabled_checkbox.toggled.connect(self._on_enabled_toggled)
+        self.uncertainty_checkbox.toggled.connect(self._on_uncertainty_toggled)
+        self.where_button.clicked.connect(self.where_next)
+        camera, canvas = layer_io.camera(viewer), getattr(viewer, "canvas", None)
+        for emitter in (viewer.dims.events.current_step, viewer.dims.events.ndisplay, camera.events.center,
+                        camera.events.zoom, *((canvas.events.size,) if canvas is not None else ())):
+            emitter.connect(self.update_view)
+
+    def begin(self, settings: PreviewSettings, image_layer: Any, labels_layer: Any, num_classes: int) -> None:
+        """A run starts: preview ``image_layer`` (the first pair) with ``settings``."""
+        self.settings, self.last = settings, None
+        self._image_layer, self._labels_layer = image_layer, labels_layer
+        settings.enabled = self.enabled_checkbox.isChecked()
+        self.update_view()
+        self.layer = PreviewLayer(self.viewer, image_layer, labels_layer, num_classes)
+        shape = settings.plane_shape
+        if settings.enabled:
+            self.layer.create_empty(shape)
+            if self.uncertainty_checkbox.isChecked():
+                self._show_uncertainty(np.zeros(shape, np.float32))
+
+    def end(self) -> None:
+        """The run ended: stop following the camera; the last preview stays for "Where next?"."""
+        self.settings = None
+
+    def show(self, preview: Preview) -> None:
+        self.last = preview
+        if self.layer is not None:
+            self.layer.show(preview.labels)
+        if self.uncertainty_checkbox.isChecked():
+            self._show_uncertainty(preview.uncertainty)
+
+    def update_view(self, _event: Any = None) -> None:
+        """Tell the worker which plane, and which part of it, the canvas shows now."""
+        settings = self.settings
+        if settings is None:
+            return
+        # One tuple write each: the worker reads them between iterations.
+        settings.index = layer_io.plane_index(self._image_layer, self.viewer.dims.point, settings.image)
+        settings.region = layer_io.visible_region(self.viewer, self._image_layer, settings.image)
+
+    def _on_enabled_toggled(self, checked: bool) -> None:
+        if self.settings is not None:
+            self.settings.enabled = checked
+
+    def _on_uncertainty_toggled(self, checked: bool) -> None:
+        if checked and self.last is not None:
+            self._show_uncertainty(self.last.uncertainty).visible = True
+        elif self._image_layer is not None:
+            layer = _results.find_result(self.viewer, _uncertainty.uncertainty_key(self._image_layer), Image)
+            if layer is not None:
+                layer.visible = checked
+
+    def _show_uncertainty(self, plane: np.ndarray) -> Any:
+        return _uncertainty.show_uncertainty(self.viewer, self._image_layer, plane, below=self._labels_layer)
+
+    def where_next(self) -> tuple[int, int] | None:
+        """Centre the camera on the most uncertain region of the previewed plane without strokes."""
+        last, labels = self.last, self._labels_layer
+        if last is None or labels is None:
+            return _uncertainty.where_next(self.viewer, None, None, labels)
+        strokes: np.ndarray | None = np.asarray(layer_io.layer_array(labels)[last.index])
+        if strokes.shape != last.uncertainty.shape:  # the user replaced the layer's data
+            strokes = None
+        return _uncertainty.where_next(self.viewer, last.uncertainty, strokes, labels, last.index)
