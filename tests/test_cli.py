@@ -44,3 +44,13 @@ def test_bad_input_exits_non_zero_with_a_message(files, capsys):
                  "--output", str(files / "o.tif")])
     assert code == 1
     assert "junk.safetensors" in capsys.readouterr().err
+
+
+def test_train_for_minutes(files):
+    model = files / "timed.safetensors"
+    assert main(["train", "--image", str(files / "image.tif"), "--labels", str(files / "labels.tif"),
+                 "--minutes", "0.02", "--patch-size", "64", "--batch-size", "2", "--no-pretrained",
+                 "--validation-fraction", "0", "--output", str(model)]) == 0
+    loaded = SegmentationModel.load(model)
+    assert loaded.config.max_minutes == 0.02 and loaded.config.iterations is None
+    assert loaded.history[-1]["elapsed_seconds"] >= 1.2 and loaded.iterations_trained >= 1

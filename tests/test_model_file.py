@@ -95,3 +95,29 @@ def test_saving_replaces_an_existing_file_atomically(trained, tmp_path):
         trained.history.pop()
     assert SegmentationModel.load(path).iterations_trained == 99
     assert [p.name for p in tmp_path.iterdir()] == ["model.safetensors"]
+
+
+def test_files_from_before_per_image_normalisation_still_load(trained, fluo_crop, tmp_path):
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    image, _ = fluo_crop
+    path = trained.save(tmp_path / "new.safetensors")
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+        state = {k: f.get_tensor(k) for k in f.keys()}
+    description = json.loads(metadata["model"])
+    description["normalisation"] = {"low": [4.0], "high": [60.0]}  # as version 0.1.0 wrote it
+    for key in ("max_minutes", "normalisation", "ema_decay", "regularisation_weight"):
+        del description["config"][key]
+    metadata["model"] = json.dumps(description)
+    old = tmp_path / "old.safetensors"
+    save_file(state, str(old), metadata=metadata)
+    loaded = SegmentationModel.load(old)
+    assert loaded.normalisation.mode == "dataset" and loaded.normalisation.low == (4.0,)
+    assert loaded.config.normalisation == "dataset" and loaded.config.ema_decay == 0.0
+    expected = trained.normalisation.__class__(low=(4.0,), high=(60.0,))
+    assert loaded.normalisation == expected
+    assert loaded.predict(image).shape == image.shape

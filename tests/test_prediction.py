@@ -197,3 +197,46 @@ def test_bf16_predictions_agree_with_fp32_on_a_trained_model(fluo_crop):
     bf16 = trainer.model.predict(big, precision="bf16", **options)
     assert len(np.unique(fp32)) == 2  # a trained model, not a constant one
     assert (fp32 == bf16).mean() >= 0.99
+
+
+def test_per_image_normalisation_predicts_the_same_on_brighter_and_darker_images(fluo_crop):
+    from napari_deepseg import Trainer
+
+    from .conftest import fast_config
+
+    image, labels = fluo_crop
+    trainer = Trainer(image, labels, fast_config(iterations=20))
+    list(trainer.run())
+    model = trainer.model
+    assert model.normalisation.mode == "per_image"
+    reference = model.predict(image, precision="fp32")
+    for scale, offset in ((0.5, 0.0), (2.0, 0.0), (1.0, 30.0)):
+        shifted = image.astype(np.float32) * scale + offset
+        assert np.mean(model.predict(shifted, precision="fp32") == reference) >= 0.99
+    # Dataset bounds remain available: there a darker image is seen as darker.
+    dataset = Trainer(image, labels, fast_config(iterations=20, normalisation="dataset"))
+    list(dataset.run())
+    assert dataset.model.normalisation.mode == "dataset"
+    assert dataset.model.normalisation.for_image(model.view(image).data) is dataset.model.normalisation
+
+
+def test_a_region_is_predicted_like_the_whole_plane(fluo_crop):
+    from napari_deepseg import Trainer
+
+    from .conftest import fast_config
+
+    image, labels = fluo_crop
+    big = np.tile(image, (3, 3))
+    trainer = Trainer(big, np.tile(labels, (3, 3)), fast_config(iterations=3))
+    list(trainer.run())
+    model = trainer.model
+    whole = model.predict_compact(big, precision="fp32")
+    region = (70, 130, 50, 150)
+    part = model.predict_compact(big, region=region, precision="fp32")
+    assert part.shape == (60, 100)
+    np.testing.assert_array_equal(part.best_class, whole.best_class[70:130, 50:150])
+    bounds = model.normalisation.for_image(model.view(big).data)
+    again = model.predict_compact(big, region=region, image_normalisation=bounds, precision="fp32")
+    np.testing.assert_array_equal(again.best_probability, part.best_probability)
+    with pytest.raises(ValueError, match="does not overlap"):
+        model.predict_compact(big, region=(500, 600, 0, 10))

@@ -191,3 +191,27 @@ def test_new_strokes_go_to_validation_by_block_not_by_pixel():
     # Updating gives exactly the split a fresh start on the same strokes gives.
     assert trainer.data.validation_pixels == again.data.validation_pixels >= held_before
     assert trainer.data.training_pixels == again.data.training_pixels
+
+
+def test_validation_reports_uncertainty_and_stability(fluo_crop):
+    image, labels = fluo_crop
+    big, big_labels = np.tile(image, (4, 4)), np.tile(labels, (4, 4))
+    trainer = Trainer(big, big_labels, fast_config(iterations=8, validation_fraction=0.3,
+                                                   validation_interval=4))
+    records = [r for r in trainer.run() if r.validation is not None]
+    assert len(records) == 2 and trainer.validation_pixels > 0
+    first, second = records[0].validation, records[1].validation
+    assert math.isnan(first.changed_fraction) and 0 <= second.changed_fraction <= 1
+    assert 0 <= first.uncertain_fraction <= 1 and 0 <= second.uncertain_fraction <= 1
+    assert trainer.history[-1]["validation"]["uncertain_fraction"] == second.uncertain_fraction
+
+
+def test_time_outside_the_loop_does_not_spend_the_budget(fluo_crop):
+    image, labels = fluo_crop
+    trainer = Trainer(image, labels, fast_config(iterations=None, max_minutes=1.0 / 60))
+    run = trainer.run()
+    first = next(run)
+    time.sleep(1.2)  # a paused widget, or a preview being computed
+    second = next(run)
+    assert second.elapsed_seconds - first.elapsed_seconds < 1.0 and not second.finished
+    run.close()

@@ -139,3 +139,24 @@ def test_image_far_from_labels_has_no_influence(architecture):
     loss_b, grads_b = loss_and_grad(changed)
     assert torch.allclose(loss_a, loss_b, atol=1e-6)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(grads_a, grads_b))
+
+
+def test_crf_loss_prefers_predictions_that_follow_the_image():
+    from napari_deepseg.training.losses import crf_loss
+
+    image = torch.zeros(1, 1, 32, 32)
+    image[..., 16:] = 2.0  # a vertical edge
+    follows = torch.zeros(1, 2, 32, 32)
+    follows[:, 0, :, :16], follows[:, 1, :, 16:] = 8.0, 8.0
+    crosses = torch.zeros(1, 2, 32, 32)
+    crosses[:, 0, :16], crosses[:, 1, 16:] = 8.0, 8.0  # a horizontal split, across the edge
+    assert crf_loss(follows, image) < 0.01 < crf_loss(crosses, image)
+    logits = crosses.clone().requires_grad_(True)
+    crf_loss(logits, image).backward()
+    assert logits.grad.abs().sum() > 0
+
+
+def test_the_regularised_loss_trains(fluo_crop):
+    image, labels = fluo_crop
+    records = list(Trainer(image, labels, fast_config(iterations=4, regularisation_weight=1.0)).run())
+    assert all(math.isfinite(r.loss) for r in records)

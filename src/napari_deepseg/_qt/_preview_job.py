@@ -60,7 +60,7 @@ class Preview:
 
     ``labels`` (classes 1..K, 0 where no preview has looked yet) and ``uncertainty`` (0 certain,
     1 uniform) have the plane's shape; ``changed_fraction`` is the share of pixels whose class
-    changed since the previous preview where both looked (``nan`` when they did not overlap);
+    changed since the previous preview of the same region (``nan`` after a pan, zoom or new plane);
     ``uncertain_fraction`` the share of the region with uncertainty above ``UNCERTAIN``.
     """
 
@@ -105,11 +105,6 @@ def clip_region(region: Region | None, shape: tuple[int, int]) -> Region:
     return 0, height, 0, width
 
 
-def _overlap(a: Region, b: Region) -> tuple[slice, slice] | None:
-    y0, y1, x0, x1 = max(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), min(a[3], b[3])
-    return (slice(y0, y1), slice(x0, x1)) if y1 > y0 and x1 > x0 else None
-
-
 class PlanePreviewer:
     """Predicts the requested region of the requested plane into that plane's buffers."""
 
@@ -151,12 +146,9 @@ class PlanePreviewer:
             return None
         y0, y1, x0, x1 = region
         labels, certainty = apply_threshold(compact, 0.0), uncertainty(compact)
-        changed = math.nan
-        common = _overlap(region, self._last_region) if self._last_region is not None else None
-        if common is not None:
-            inside = (slice(common[0].start - y0, common[0].stop - y0),
-                      slice(common[1].start - x0, common[1].stop - x0))
-            changed = float(np.mean(self._labels[common] != labels[inside]))
+        # Only the same region compares weights with weights: another region sees other context.
+        changed = (float(np.mean(self._labels[y0:y1, x0:x1] != labels)) if region == self._last_region
+                   else math.nan)
         self._labels[y0:y1, x0:x1] = labels
         self._uncertainty[y0:y1, x0:x1] = certainty
         self._last_region = region

@@ -12,12 +12,14 @@ from pathlib import Path
 import torch
 from torch import nn
 from torchvision.models import (
+    ResNet18_Weights,
     ResNet34_Weights,
     ResNet50_Weights,
     ResNet101_Weights,
     VGG16_BN_Weights,
     VGG16_Weights,
     WeightsEnum,
+    resnet18,
     resnet34,
     resnet50,
     resnet101,
@@ -25,17 +27,19 @@ from torchvision.models import (
 from torchvision.models.resnet import ResNet
 from torchvision.models.vgg import cfgs, make_layers
 
-ENCODERS: tuple[str, ...] = ("vgg16", "vgg16_bn", "resnet34", "resnet50", "resnet101")
+ENCODERS: tuple[str, ...] = ("vgg16", "vgg16_bn", "resnet18", "resnet34", "resnet50", "resnet101")
 
 # Hub-cache candidates per encoder, in order of preference (torchvision's DEFAULT first).
 _WEIGHTS: dict[str, tuple[WeightsEnum, ...]] = {
     "vgg16": (VGG16_Weights.IMAGENET1K_V1,),
     "vgg16_bn": (VGG16_BN_Weights.IMAGENET1K_V1,),
+    "resnet18": (ResNet18_Weights.IMAGENET1K_V1,),
     "resnet34": (ResNet34_Weights.IMAGENET1K_V1,),
     "resnet50": (ResNet50_Weights.IMAGENET1K_V2, ResNet50_Weights.IMAGENET1K_V1),
     "resnet101": (ResNet101_Weights.IMAGENET1K_V2, ResNet101_Weights.IMAGENET1K_V1),
 }
-_RESNETS = {"resnet34": resnet34, "resnet50": resnet50, "resnet101": resnet101}
+_RESNETS = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50, "resnet101": resnet101}
+_BASIC_BLOCK_RESNETS = ("resnet18", "resnet34")
 
 # Encoders already warned about, so a session that builds many models warns once.
 _warned_encoders: set[str] = set()
@@ -150,12 +154,12 @@ def build_encoder(
         features[0] = adapt_first_conv(features[0], in_channels, pretrained=loaded is not None)
         return VGGEncoder(features)
 
-    # BasicBlock (resnet34) refuses dilation in torchvision, so that one is dilated by hand below.
-    bottleneck_dilation = dilate_last_stage and name != "resnet34"
+    # BasicBlock (resnet18/34) refuses dilation in torchvision, so those are dilated by hand below.
+    bottleneck_dilation = dilate_last_stage and name not in _BASIC_BLOCK_RESNETS
     resnet = _RESNETS[name](weights=None, replace_stride_with_dilation=[False, False, bottleneck_dilation])
     if loaded is not None:
         _load(resnet, *loaded)
-    if dilate_last_stage and name == "resnet34":
+    if dilate_last_stage and name in _BASIC_BLOCK_RESNETS:
         _dilate_basic_layer(resnet.layer4, dilation=2)
     resnet.conv1 = adapt_first_conv(resnet.conv1, in_channels, pretrained=loaded is not None)
     return ResNetEncoder(resnet, dilated_last_stage=dilate_last_stage)

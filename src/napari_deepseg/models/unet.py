@@ -81,7 +81,7 @@ class UNet(nn.Module):
 @register_architecture(
     "unet",
     display_name="U-Net",
-    encoders=("vgg16_bn", "resnet34", "resnet50"),
+    encoders=("vgg16_bn", "resnet18", "resnet34", "resnet50"),
     default_encoder="resnet34",
     hint="Fine structures such as nuclei; detailed, the default.",
 )

@@ -9,15 +9,24 @@ from typing import Any
 
 @dataclass(frozen=True)
 class ValidationMetrics:
-    """Scores on the held-out labelled pixels; per-class tuples are ordered class 1..K.
+    """Scores of the model you get (the averaged weights) on the held-out blocks.
 
-    A class with no held-out pixel and no prediction has IoU/Dice ``nan``.
+    ``loss``, ``error_rate``, ``iou`` and ``dice`` are measured on the held-out strokes (per-class
+    tuples ordered class 1..K; ``nan`` for a class with no held-out pixel and no prediction).
+    Strokes are painted where the answer is clear, so these saturate early. Two numbers look at
+    every pixel of the held-out blocks, painted or not: ``uncertain_fraction``, the share whose
+    :func:`napari_deepseg.uncertainty` exceeds 0.5, and ``changed_fraction``, the share whose
+    predicted class changed since the previous validation (``nan`` the first time). Both falling
+    to near 0 means more training will not change the result; a high uncertain share says more
+    strokes are needed.
     """
 
     loss: float
     error_rate: float
     iou: tuple[float, ...]
     dice: tuple[float, ...]
+    uncertain_fraction: float = math.nan
+    changed_fraction: float = math.nan
 
     @property
     def mean_iou(self) -> float:

@@ -103,6 +103,7 @@ class Trainer:
         model.module.eval()  # the averaged copy is never trained: batch statistics come from training
         self._data_version = -1
         self._class_weights: torch.Tensor | None = None
+        self._last_predictions: tuple[int, list[torch.Tensor]] | None = None
 
     def _new_model(self, class_names: Sequence[str] | None, weights_path: str | None) -> SegmentationModel:
         config = self.config
@@ -147,7 +148,11 @@ class Trainer:
 
     def run(self) -> Iterator[TrainingProgress]:
         """Train until ``config.iterations`` or ``config.max_minutes``, whichever comes first
-        (or until the generator is closed), yielding after each iteration."""
+        (or until the generator is closed), yielding after each iteration.
+
+        Minutes are training time: while the consumer holds the generator (paused, previewing)
+        the clock stands still, and ``elapsed_seconds`` of the records counts the same way.
+        """
         config = self.config
         module = self._module.to(self.device)
         self.model.module.to(self.device)
@@ -162,13 +167,15 @@ class Trainer:
         first = self.model.iterations_trained
         last = first + config.iterations if config.iterations is not None else None
         budget = config.max_minutes * 60 if config.max_minutes is not None else None
-        start = time.perf_counter()
+        # Training time counts only while the loop runs: a consumer that holds the generator
+        # (a paused widget, a preview, a benchmark scoring) does not spend the budget.
+        trained, resumed = 0.0, time.perf_counter()
         step = 0
         module.train()
         try:
             while True:
                 self._sync_data()
-                elapsed = time.perf_counter() - start
+                elapsed = trained + time.perf_counter() - resumed
                 # The learning rate for this step: where the run will be when it ends.
                 ahead = elapsed + elapsed / step if step else 0.0
                 for group in optimizer.param_groups:
@@ -193,7 +200,7 @@ class Trainer:
                 if self._average is not None:
                     self._average.update_parameters(module)
                 step += 1
-                elapsed = time.perf_counter() - start
+                elapsed = trained + time.perf_counter() - resumed
                 fraction = _fraction(step, elapsed, config, budget)
                 finished = fraction >= 1.0
                 validation = None
@@ -207,7 +214,9 @@ class Trainer:
                     fraction_done=min(fraction, 1.0), painted_pixels=self.data.painted_pixels,
                     finished=finished)
                 self.model.history.append(record.to_dict())
+                trained += time.perf_counter() - resumed
                 yield record
+                resumed = time.perf_counter()
                 if finished:
                     return
         finally:
@@ -241,6 +250,7 @@ class Trainer:
         k = self.num_classes
         confusion = torch.zeros(k, k, dtype=torch.int64)  # rows: truth, columns: prediction
         losses: list[tuple[float, int]] = []
+        predictions, uncertain, pixels = [], 0, 0
         with eval_mode(module), torch.inference_mode():
             for image, labels in self.data.validation:
                 x = torch.from_numpy(image)[None].to(device)
@@ -251,8 +261,12 @@ class Trainer:
                 losses.append((float(sparse_cross_entropy(logits, y)), n))
                 mask = y > 0
                 truth = (y[mask] - 1).cpu()
-                predicted = logits.argmax(dim=1)[mask].cpu()
+                top, best = logits.float().softmax(dim=1).max(dim=1)
+                predicted = best[mask].cpu()
                 confusion += torch.bincount(truth * k + predicted, minlength=k * k).reshape(k, k)
+                uncertain += int(((1 - top) * k / max(k - 1, 1) > 0.5).sum())
+                pixels += top.numel()
+                predictions.append(best.cpu())
         total = int(confusion.sum())
         tp = confusion.diag().double()
         fp = confusion.sum(0).double() - tp
@@ -261,10 +275,14 @@ class Trainer:
         iou = tuple(float(v) if d > 0 else math.nan for v, d in zip(tp / union.clamp(min=1), union))
         dice = tuple(float(v) if d > 0 else math.nan
                      for v, d in zip(2 * tp / (2 * tp + fp + fn).clamp(min=1), 2 * tp + fp + fn))
+        previous, self._last_predictions = self._last_predictions, (self.data.version, predictions)
+        changed = math.nan
+        if previous is not None and previous[0] == self.data.version:  # same crops as last time
+            changed = sum(int((a != b).sum()) for a, b in zip(previous[1], predictions)) / max(pixels, 1)
         return ValidationMetrics(
             loss=sum(loss * n for loss, n in losses) / max(total, 1),
             error_rate=1.0 - float(tp.sum()) / total if total else math.nan,
-            iou=iou, dice=dice)
+            iou=iou, dice=dice, uncertain_fraction=uncertain / max(pixels, 1), changed_fraction=changed)
 
 
 def _fraction(steps: int, seconds: float, config: TrainingConfig, budget: float | None) -> float:
