@@ -274,3 +274,16 @@ def test_uncertainty_layer_and_where_next_without_the_network(qtbot, viewer_and_
     assert not layer.visible
     for layer_, copy in zip((image_layer, strokes), before, strict=True):
         np.testing.assert_array_equal(layer_.data, copy)
+
+
+def test_model_text_reports_the_validation_miou():
+    from types import SimpleNamespace
+
+    from napari_deepseg._qt._predict_job import model_text
+
+    history = [{"iteration": 1, "loss": 0.5, "validation": {"iou": [0.5, None, 0.7]}},
+               {"iteration": 2, "loss": 0.25, "validation": None}]
+    model = SimpleNamespace(class_names=("a", "b", "c"), history=history, iterations_trained=2,
+                            architecture="unet", encoder="resnet34", in_channels=1)
+    text = model_text(model)
+    assert "2 iterations, last loss 0.25, validation mIoU 0.60" in text and "Classes: 1 a, 2 b, 3 c" in text

@@ -34,6 +34,7 @@ from ..prediction import CompactProbabilities, apply_threshold
 from ..segmentation_model import SegmentationModel
 from . import _results
 from . import layers as layer_io
+from ._predict_job import model_text, predict_image
 from ._session import model_store
 from ._uncertainty import PredictionUncertainty
 
@@ -42,28 +43,6 @@ class _Relay(QObject):
     """Carries the engine's ``progress(done, total)`` callback from the worker thread to the GUI."""
 
     progress = Signal(int, int)
-
-
-def _predict(model: SegmentationModel, data: Any, channel_axis: int | None, with_probabilities: bool,
-             progress: Any, should_stop: Any) -> tuple[CompactProbabilities, np.ndarray | None]:
-    options = dict(channel_axis=channel_axis, progress=progress, should_stop=should_stop)
-    if with_probabilities:
-        probabilities = model.predict_proba(data, **options)
-        return CompactProbabilities.from_probabilities(probabilities), probabilities
-    return model.predict_compact(data, **options), None
-
-
-def _model_text(model: SegmentationModel) -> str:
-    classes = ", ".join(f"{k} {name}" for k, name in enumerate(model.class_names, start=1))
-    last = model.history[-1] if model.history else {}
-    training = f"{model.iterations_trained} iterations" if last else "not trained yet"
-    if last.get("loss") is not None:
-        training += f", last loss {last['loss']:.3g}"
-    validation = next((r["validation"] for r in reversed(model.history) if r.get("validation")), {})
-    if validation.get("mean_iou") is not None:
-        training += f", validation mIoU {validation['mean_iou']:.2f}"
-    return (f"Architecture: {model.architecture} (encoder {model.encoder})\nClasses: {classes}\n"
-            f"Input channels: {model.in_channels}\nTraining: {training}")
 
 
 class PredictWidget(QWidget):
@@ -169,7 +148,7 @@ class PredictWidget(QWidget):
 
     def _show_model_info(self, *_: Any) -> None:
         model = self.model
-        self.model_info.setText(_model_text(model) if model is not None else
+        self.model_info.setText(model_text(model) if model is not None else
                                 "No model: train one in the Train widget or load a model file.")
         self.model_info.setToolTip(model.summary() if model is not None else "")
 
@@ -239,7 +218,7 @@ class PredictWidget(QWidget):
         self._stop.clear()
         self._set_busy(True)
         self.worker = create_worker(
-            _predict, model, data, channel_axis, self.probabilities_checkbox.isChecked(),
+            predict_image, model, data, channel_axis, self.probabilities_checkbox.isChecked(),
             self._relay.progress.emit, self._stop.is_set,
             _start_thread=False, _worker_class=FunctionWorker,  # errors reported once, by _on_errored
             _connect={"errored": self._on_errored, "finished": partial(self._set_busy, False)})
