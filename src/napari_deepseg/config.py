@@ -93,7 +93,7 @@ class TrainingConfig:
     iterations: int | None = 500
     max_minutes: float | None = None
     batch_size: int = 4
-    patch_size: int = 256
+    patch_size: int = 128  # measured: more, smaller steps learn more per CPU-minute (docs/benchmarks.md)
     learning_rate: float | None = None  # None: the architecture's default (1e-3; FCN-8s 3e-4)
     optimizer: Optimizer = Optimizer.ADAM
     weight_decay: float = 1e-4

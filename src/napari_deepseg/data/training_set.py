@@ -89,6 +89,9 @@ class TrainingSet:
         self.validation_fraction, self._seed, self._rng = validation_fraction, seed, rng
         self._lock = threading.Lock()
         self._pending: dict[int, np.ndarray] = {}
+        # Per pair, counted once per change: a bincount over every pixel each iteration cost
+        # 70 ms on 267 tiles.
+        self._counts = {i: _class_counts(p.labels, self.num_classes) for i, p in enumerate(self._pairs)}
         self.version = 0  # counts accepted label updates that reached the sampler
         self._rebuild()
 
@@ -132,6 +135,7 @@ class TrainingSet:
                 raise ValueError("these labels would leave no painted pixel to train on; the last "
                                  "strokes are kept")
             self._pending[pair] = copy
+            self._counts[pair] = _class_counts(copy, self.num_classes)
 
     def apply_updates(self) -> bool:
         """Bring queued labels into the split and the sampler; whether anything changed."""
@@ -150,11 +154,8 @@ class TrainingSet:
     def painted_pixels(self) -> tuple[int, ...]:
         """Labelled pixels per class 1..K, training and validation, queued updates included."""
         with self._lock:
-            arrays = [self._pending.get(i, p.labels) for i, p in enumerate(self._pairs)]
-        counts = np.zeros(self.num_classes + 1, np.int64)
-        for lab in arrays:
-            counts += np.bincount(lab.reshape(-1), minlength=self.num_classes + 1)[: self.num_classes + 1]
-        return tuple(int(n) for n in counts[1:])
+            total = np.sum(list(self._counts.values()), axis=0)
+        return tuple(int(n) for n in total[1:])
 
     def _rebuild(self) -> None:
         labels, keys, inputs = [], [], []
@@ -179,6 +180,10 @@ class TrainingSet:
         self.validation = validation_crops(val_x, val_y, patch_size=self.patch_size) if val_x else []
         self.training_pixels = int(sum(int(np.count_nonzero(y)) for y in train_y))
         self.validation_pixels = int(sum(int(np.count_nonzero(y)) for _, y in self.validation))
+
+
+def _class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
+    return np.bincount(labels.reshape(-1), minlength=num_classes + 1)[: num_classes + 1]
 
 
 def _labelled_slices(labels: np.ndarray) -> np.ndarray:
