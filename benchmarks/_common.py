@@ -282,6 +282,15 @@ def tag_for(args: Any) -> str:
     return ",".join(f"{k}={v}" for k, v in training_options(args).items())
 
 
+def add_data_options(parser: Any, name: str) -> None:
+    """--data, --max-images and --datasets; ``name`` is the script's, for the smoke-test file."""
+    parser.add_argument("--data", type=Path, default=Path("../shared/data/dsb2018"))
+    parser.add_argument("--max-images", type=int, default=0,
+                        help="smoke tests: the first N train and held-out images "
+                             f"(then --json defaults to {name}-smoke.json)")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+
+
 def add_training_options(parser: Any) -> None:
     group = parser.add_argument_group("training options (A/B), passed into TrainingConfig")
     group.add_argument("--encoder")

@@ -46,6 +46,7 @@ from _common import (
     Dataset,
     PixelForest,
     Results,
+    add_data_options,
     add_training_options,
     class_map_3,
     dense_labels,
@@ -106,11 +107,7 @@ def multiclass_cell(data: Dataset, labels: list, fit: Callable, *fit_args) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/dsb2018"))
-    parser.add_argument("--max-images", type=int, default=0,
-                        help="smoke tests: the first N train and held-out images "
-                             "(then --json defaults to accuracy-smoke.json)")
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    add_data_options(parser, "accuracy")
     parser.add_argument("--budgets", nargs="+", type=float, default=[1, 3, 10], help="CPU minutes")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--architectures", nargs="+", default=["unet"])

@@ -48,10 +48,10 @@ import numpy as np
 import torch
 from _common import (
     CLASS_NAMES,
-    DATASETS,
     Dataset,
     PixelForest,
     Results,
+    add_data_options,
     add_training_options,
     dense_labels,
     forest_features,
@@ -63,7 +63,7 @@ from _common import (
 from scipy import ndimage
 
 from napari_deepseg import Trainer, TrainingConfig, apply_threshold, uncertainty
-from napari_deepseg.data.strokes import _random_walk, simulate_strokes
+from napari_deepseg.data.strokes import random_walk, simulate_strokes
 
 POLICIES = ("error", "uncertainty")
 
@@ -92,7 +92,7 @@ def stroke_inside(region: np.ndarray, rng: np.random.Generator, start: tuple[int
     if start is None:
         start = np.unravel_index(int(np.argmax(depth)), depth.shape)
     allowed = depth >= 2 if depth.max() >= 2 else region
-    path = max((_random_walk(np.asarray(start), allowed, rng, length) for _ in range(8)), key=len)
+    path = max((random_walk(np.asarray(start), allowed, rng, length) for _ in range(8)), key=len)
     stroke = np.zeros(region.shape, bool)
     stroke[tuple(np.transpose(path))] = True
     radius = width // 2
@@ -263,11 +263,7 @@ def planned_looks(args: argparse.Namespace) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=Path("../shared/data/dsb2018"))
-    parser.add_argument("--max-images", type=int, default=0,
-                        help="smoke tests: the first N train and held-out images "
-                             "(then --json defaults to interactive-smoke.json)")
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    add_data_options(parser, "interactive")
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="training time of the session")

@@ -107,7 +107,7 @@ def test_files_from_before_per_image_normalisation_still_load(trained, fluo_crop
     path = trained.save(tmp_path / "new.safetensors")
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata()
-        state = {k: f.get_tensor(k) for k in f.keys()}
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
     description = json.loads(metadata["model"])
     description["normalisation"] = {"low": [4.0], "high": [60.0]}  # as version 0.1.0 wrote it
     for key in ("max_minutes", "normalisation", "ema_decay", "regularisation_weight"):

@@ -3,7 +3,8 @@
     xvfb-run -a -s "-screen 0 1600x1000x24" python docs/scripts/screenshots.py [--iterations 80]
 
 Opens napari on the bundled fluorescence sample, docks Train and Predict from the Plugins
-menu, trains, predicts with a 50 % minimum probability and saves PNGs to docs/images/.
+menu, trains for a time budget with the uncertainty shown, predicts with a 50 % minimum
+probability, asks "Where next?" and saves PNGs to docs/images/.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def wait_for(signal, timeout_s: float = 1800) -> list:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--iterations", type=int, default=80)
+    parser.add_argument("--minutes", type=float, default=1.5, help="training time budget")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = parser.parse_args()
     if args.threads:
@@ -43,8 +44,9 @@ def main() -> None:
     _, train = viewer.window.add_plugin_dock_widget("napari-deepseg", "Train")
     _, predict = viewer.window.add_plugin_dock_widget("napari-deepseg", "Predict", tabify=True)
     train.set_pairs([(image, strokes)])
-    train.set_config(iterations=args.iterations, patch_size=128, batch_size=4, validation_fraction=0.1,
+    train.set_config(iterations=None, max_minutes=args.minutes, validation_fraction=0.1,
                      validation_interval=20)
+    train.uncertainty_checkbox.setChecked(True)
     print("training…", flush=True)
     train.start()
     wait_for(train.training_finished)
@@ -52,6 +54,13 @@ def main() -> None:
     train.plot.flush()
     train.parent().raise_()  # show the Train tab
     viewer.window._qt_window.grab().save(str(OUT / "train.png"))
+    train.where_button.click()  # the camera moves to the most uncertain unpainted region
+    viewer.camera.zoom = max(viewer.camera.zoom, 3.0)
+    viewer.window._qt_window.grab().save(str(OUT / "where_next.png"))
+    viewer.reset_view()
+    for layer in list(viewer.layers):
+        if layer.name.endswith("uncertainty"):
+            layer.visible = False
 
     predict.parent().raise_()
     predict.image_combo.setCurrentText(image.name)
@@ -61,7 +70,7 @@ def main() -> None:
     strokes.visible = False
     result.opacity = 0.45
     viewer.window._qt_window.grab().save(str(OUT / "predict.png"))
-    print(f"saved {OUT / 'train.png'} and {OUT / 'predict.png'}")
+    print(f"saved train.png, where_next.png and predict.png in {OUT}")
     viewer.close()
 
 

@@ -77,7 +77,8 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-pretrained", action="store_true", help="start from random weights")
     p.add_argument("--pretrained-weights", type=Path, help="local file with pretrained encoder weights")
     p.add_argument("--iterations", type=int, default=None,
-                   help=f"stop after this many iterations (default {defaults.iterations}, none with --minutes; "
+                   help=f"stop after this many iterations (default {defaults.iterations}, none with "
+                        "--minutes; "
                         "0: no limit, train until Ctrl+C)")
     p.add_argument("--minutes", type=float, default=None,
                    help="stop after this many minutes of training (or at --iterations, if given and first)")
@@ -138,7 +139,8 @@ def _run_training(trainer, description: str) -> None:
     with tqdm(total=total, desc=description, unit="‰" if by_time else "it", file=sys.stderr) as bar:
         try:
             for record in trainer.run():
-                postfix = {"it": record.iteration, "loss": f"{record.loss:.4f}", "err": f"{record.error_rate:.3f}"}
+                postfix = {"it": record.iteration, "loss": f"{record.loss:.4f}",
+                           "err": f"{record.error_rate:.3f}"}
                 if record.validation is not None:
                     postfix["val_mIoU"] = f"{record.validation.mean_iou:.3f}"
                 bar.set_postfix(postfix, refresh=False)

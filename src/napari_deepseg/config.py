@@ -168,10 +168,6 @@ class TrainingConfig:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
-        data = dict(data)
-        # Files written before these options existed trained with dataset bounds and no averaging.
-        data.setdefault("normalisation", "dataset")
-        data.setdefault("ema_decay", 0.0)
         return cls(**data)
 
 

@@ -128,7 +128,9 @@ def load_model(path: str | Path, *, device: str = "cpu") -> SegmentationModel:
                              in_channels=int(description["in_channels"]), encoder=description["encoder"],
                              pretrained=False)
         module.load_state_dict(state, strict=True)
-        config = TrainingConfig.from_dict(description["config"])
+        # Files written before these options existed trained with dataset bounds and no averaging.
+        config = TrainingConfig.from_dict({"normalisation": "dataset", "ema_decay": 0.0,
+                                           **description["config"]})
     except (KeyError, TypeError, ValueError, RuntimeError) as err:
         raise ModelFileError(f"{str(path)!r} does not describe a usable model: {err}") from None
     module.to(resolve_device(device)).eval()

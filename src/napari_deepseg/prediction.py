@@ -113,8 +113,9 @@ def predict_bands(
 
     Probabilities are accumulated classes-last (rows, W, K) so the per-pixel class reductions
     run over contiguous memory. In ``per_image`` mode the image's bounds are measured once over
-    the whole image, so every tile is scaled alike. The tile grid is a product of two 1D layouts, so the sum of the
-    blending weights at a pixel is the product of two 1D sums: no 2D weight map is kept.
+    the whole image, so every tile is scaled alike. The tile grid is a product of two 1D layouts,
+    so the sum of the blending weights at a pixel is the product of two 1D sums: no 2D weight map
+    is kept.
     """
     data = view.data
     num_slices, _, height, width = data.shape

@@ -24,7 +24,7 @@ from .prediction import (
 )
 
 DEFAULT_TILING = TilingOptions()
-REGION_CONTEXT = 64  # pixels around a predicted region that the network also sees
+REGION_CONTEXT = 96  # pixels around a predicted region that the network also sees (3 tiles of 32)
 
 
 def _region_view(view: SliceView, region: tuple[int, int, int, int]) -> tuple[SliceView, tuple[slice, slice]]:
@@ -87,6 +87,9 @@ class SegmentationModel:
             f"class {k}" for k in range(1, num_classes + 1))
         self.config = config or TrainingConfig(architecture=architecture, encoder=encoder)
         self.history = list(history or [])
+        # True while a Trainer's run() is updating this model's weights (in another thread, maybe):
+        # predict from a copy then.
+        self.training_in_progress = False
 
     @property
     def in_channels(self) -> int:

@@ -19,15 +19,8 @@ from napari_deepseg._qt._train_controls import MINUTES, UNTIL_STOPPED  # noqa: E
 from napari_deepseg._qt.train_widget import TrainWidget  # noqa: E402
 from napari_deepseg.sample_data import fluorescence_sample_layers  # noqa: E402
 
-from .test_train_widget import (  # noqa: E402, F401 (fixtures)
-    FAST,
-    TIMEOUT,
-    _assert_unchanged,
-    _copies,
-    _one_torch_thread,
-    errors,
-    trainer_setup,
-)
+from .conftest import FAST, TIMEOUT  # noqa: E402
+from .test_train_widget import _assert_unchanged, _copies  # noqa: E402
 
 
 def _counts(labels: np.ndarray, num_classes: int = 2) -> tuple[int, ...]:

@@ -6,7 +6,6 @@ import math
 
 import numpy as np
 import pytest
-import torch
 
 from napari_deepseg import Trainer, TrainingConfig, apply_threshold, uncertainty
 from napari_deepseg._qt import _preview_job
@@ -14,16 +13,7 @@ from napari_deepseg._qt._preview_job import PlanePreviewer, PreviewSchedule, Pre
 from napari_deepseg._qt.layers import ImageCopy
 from napari_deepseg.sample_data import load_fluorescence_sample
 
-
 TILES = dict(tile_size=128, overlap=32, batch_size=1)  # what the previewer uses for tile_size=128
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # two threads on a busy 2-core machine are several times slower
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -68,7 +58,10 @@ def test_region_stability_and_planes(model):
     assert first.index == (1,) and first.region == (10, 90, 20, 120) and math.isnan(first.changed_fraction)
     inside = first.labels[10:90, 20:120]
     assert inside.min() >= 1 and first.labels.sum() == inside.sum()  # nothing outside the region
-    box = model.predict_compact(stack[1], region=(10, 90, 20, 120), **TILES)  # with context around it
+    # With context around the box, normalised by the whole stack as in training.
+    stack_bounds = model.normalisation.for_image(model.view(stack).data)
+    box = model.predict_compact(stack[1], region=(10, 90, 20, 120), image_normalisation=stack_bounds,
+                                **TILES)
     np.testing.assert_array_equal(inside, apply_threshold(box, 0.0))
     np.testing.assert_array_equal(first.uncertainty[10:90, 20:120], uncertainty(box))
     assert first.uncertain_fraction == pytest.approx(np.mean(first.uncertainty[10:90, 20:120] > 0.5))

@@ -8,9 +8,7 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-import torch  # noqa: E402
 from napari.layers import Labels  # noqa: E402
-from napari.utils import notifications  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 
 from napari_deepseg import AugmentationConfig, SegmentationModel, Trainer, TrainingConfig  # noqa: E402
@@ -19,40 +17,7 @@ from napari_deepseg._qt._session import model_store  # noqa: E402
 from napari_deepseg._qt.train_widget import TrainWidget  # noqa: E402
 from napari_deepseg.sample_data import fluorescence_sample_layers, load_he_sample  # noqa: E402
 
-FAST = dict(iterations=10, patch_size=64, batch_size=2, pretrained=False, validation_fraction=0.0,
-            precision="fp32", device="cpu", augmentation=AugmentationConfig.disabled(), seed=0)
-TIMEOUT = 120_000  # ms; the CPU is shared, a tiny run usually takes a few seconds
-
-
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    # Two OpenMP threads on a busy 2-core machine are several times slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def errors(monkeypatch) -> list[str]:
-    """Messages of the error notifications the widget shows."""
-    messages: list[str] = []
-    monkeypatch.setattr(notifications, "show_error", lambda message: messages.append(str(message)))
-    return messages
-
-
-@pytest.fixture
-def trainer_setup(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    image, labels = [viewer._add_layer_from_data(*item)[0] for item in fluorescence_sample_layers()]
-    widget = TrainWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Train")
-    widget.set_pairs([(image, labels)])
-    widget.set_config(**FAST)
-    yield viewer, widget, image, labels
-    if widget.worker is not None:  # a failed test must not leave a thread behind
-        widget.stop()
-        qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT)
+from .conftest import FAST, TIMEOUT  # noqa: E402
 
 
 def _copies(*layers) -> list[np.ndarray]:

@@ -10,7 +10,6 @@ import pytest
 
 pytest.importorskip("napari")
 
-import torch  # noqa: E402
 from qtpy.QtCore import Qt  # noqa: E402
 
 from napari_deepseg import AugmentationConfig  # noqa: E402
@@ -20,12 +19,9 @@ TIMEOUT = 180_000
 
 
 @pytest.fixture(autouse=True)
-def _one_torch_thread():
+def _empty_model_store():
     model_store().clear()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     yield
-    torch.set_num_threads(threads)
     model_store().clear()
 
 

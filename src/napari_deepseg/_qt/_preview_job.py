@@ -120,8 +120,11 @@ class PlanePreviewer:
         self._index, self._last_region = index, None
         self._labels = np.zeros(shape, np.uint8 if model.num_classes < 256 else np.uint16)
         self._uncertainty = np.zeros(shape, np.float32)
-        # Per-image normalisation looks at the whole plane: computed once per plane, not per preview.
-        self._normalisation = model.normalisation.for_image(model.view(plane, self._channel_axis).data)
+        # Per-image bounds are those of the whole image (the whole stack, as in training), measured
+        # once per run rather than per preview.
+        if self._normalisation is None:
+            whole = model.view(self.settings.image.data, self._channel_axis).data
+            self._normalisation = model.normalisation.for_image(whole)
 
     @property
     def _channel_axis(self) -> int | None:

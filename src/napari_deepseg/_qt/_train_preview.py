@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image
 from napari.utils.colormaps import DirectLabelColormap
-from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QPushButton, QWidget
+from qtpy.QtWidgets import QCheckBox, QWidget
 
 from . import _results, _uncertainty
 from . import layers as layer_io
@@ -76,14 +76,7 @@ class TrainPreview(QWidget):
         self.layer: PreviewLayer | None = None
         self._image_layer: Any = None
         self._labels_layer: Any = None
-        self.uncertainty_checkbox = QCheckBox("Show uncertainty")
-        self.uncertainty_checkbox.setToolTip("Show where the preview is unsure (bright) as an image layer")
-        self.where_button = QPushButton("Where next?")
-        self.where_button.setToolTip("Move the view to the most uncertain region that has no strokes yet")
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.uncertainty_checkbox)
-        layout.addWidget(self.where_button)
+        self.uncertainty_checkbox, self.where_button = _uncertainty.uncertainty_row(self, "preview")
 
         enabled_checkbox.toggled.connect(self._on_enabled_toggled)
         self.uncertainty_checkbox.toggled.connect(self._on_uncertainty_toggled)

@@ -106,6 +106,19 @@ def move_camera(viewer: napari.viewer.Viewer, layer: Any, data_point: tuple[floa
     layer_io.camera(viewer).center = tuple(point[d] for d in viewer.dims.displayed)
 
 
+def uncertainty_row(widget: QWidget, what: str) -> tuple[QCheckBox, QPushButton]:
+    """The "Show uncertainty" checkbox and "Where next?" button, laid out in a row on ``widget``."""
+    checkbox = QCheckBox("Show uncertainty")
+    checkbox.setToolTip(f"Show where the {what} is unsure (bright) as an image layer")
+    button = QPushButton("Where next?")
+    button.setToolTip("Move the view to the most uncertain region that has no strokes yet")
+    layout = QHBoxLayout(widget)
+    layout.setContentsMargins(0, 0, 0, 0)
+    layout.addWidget(checkbox)
+    layout.addWidget(button)
+    return checkbox, button
+
+
 class PredictionUncertainty(QWidget):
     """The Predict widget's "Show uncertainty" and "Where next?", computed from the cached compact
     result: like the threshold slider, they never run the network."""
@@ -117,14 +130,7 @@ class PredictionUncertainty(QWidget):
         self._result: Any = None  # the result labels layer: its axes are the uncertainty's
         self._compact: CompactProbabilities | None = None
         self._uncertainty: np.ndarray | None = None
-        self.checkbox = QCheckBox("Show uncertainty")
-        self.checkbox.setToolTip("Show where the model is unsure (bright) as an image layer")
-        self.where_button = QPushButton("Where next?")
-        self.where_button.setToolTip("Move the view to the most uncertain region that has no strokes yet")
-        layout = QHBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.addWidget(self.checkbox)
-        layout.addWidget(self.where_button)
+        self.checkbox, self.where_button = uncertainty_row(self, "model")
         self.checkbox.toggled.connect(self._on_toggled)
         self.where_button.clicked.connect(self.where_next)
 

@@ -211,7 +211,7 @@ class PredictWidget(QWidget):
         if not isinstance(layer, Image):
             return self._fail(f"'{layer.name}' is a {type(layer).__name__} layer; choose an image layer "
                               "to segment.")
-        if model.module.training:  # the Train widget is training it now: predict with a snapshot
+        if model.training_in_progress:  # the Train widget is training it now: predict with a snapshot
             model = copy.deepcopy(model)
         data = layer_io.layer_array(layer)  # not copied: dask stays lazy and is read tile by tile
         channel_axis = -1 if layer.rgb else None

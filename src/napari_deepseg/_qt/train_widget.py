@@ -20,8 +20,8 @@ from qtpy.QtWidgets import QFileDialog, QGridLayout, QLabel, QPushButton, QVBoxL
 from .. import SegmentationModel, TrainingConfig
 from ..models import architecture_spec
 from ._layout import FittingScrollArea, YieldingBox
-from ._pairs import PairsEditor
 from ._live_labels import LiveLabels
+from ._pairs import PairsEditor
 from ._preview_job import PreviewSettings
 from ._session import model_store
 from ._train_controls import TrainControls
@@ -272,7 +272,11 @@ class TrainWidget(QWidget):
                                      "napari-deepseg (.safetensors).")
             return None
         self.model = model
-        self.controls.set_config(model.config)
+        # A file from before per-image normalisation and averaged weights says "dataset" / 0: that is
+        # how *it* continues (its own normalisation is kept), not how a new Start should train.
+        defaults = TrainingConfig()
+        self.controls.set_config(model.config.replace(normalisation=defaults.normalisation,
+                                                      ema_decay=defaults.ema_decay))
         self.plot.set_history(model.history)
         self._set_running(False)
         self.status_label.setText(f"Loaded {Path(path).name}: {model.summary()}. Continue trains it further.")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+
 def pad_to(image: np.ndarray, labels: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """Pad a ``(C, H, W)`` image and ``(H, W)`` labels so both spatial sides are >= ``size``.
 

@@ -2,7 +2,9 @@
 
 Whole ``block_size`` blocks of the image are held out, chosen by a hash of (seed, pair, slice,
 block): a stroke painted later into a held-out block is validation, one painted elsewhere is
-training, and nothing that was already split moves. Scores on held-out blocks measure how the
+training, and what was already split stays where it was, except when the labelled total first
+reaches 200 pixels (validation starts) or a class that had to be kept whole in training gets
+pixels elsewhere (its blocks are held out again). Scores on held-out blocks measure how the
 network does on strokes it never trained on, a block away from most training strokes.
 """
 
@@ -29,7 +31,8 @@ def block_uniforms(seed: int, pair: int, slice_index: int, rows: int, cols: int)
     with np.errstate(over="ignore"):
         for key in (pair, slice_index):
             h = _mix(np.asarray(h ^ np.uint64(key) + _GOLDEN, dtype=np.uint64))
-        by, bx = np.meshgrid(np.arange(rows, dtype=np.uint64), np.arange(cols, dtype=np.uint64), indexing="ij")
+        by, bx = np.meshgrid(np.arange(rows, dtype=np.uint64), np.arange(cols, dtype=np.uint64),
+                             indexing="ij")
         x = _mix(_mix(h ^ (by + _GOLDEN)) ^ (bx + _GOLDEN))
     return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
 

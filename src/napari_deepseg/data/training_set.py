@@ -78,7 +78,8 @@ class TrainingSet:
             raise ValueError(f"all images must have the same number of channels, got {sorted(channels)}")
         self.num_classes = validate_label_set([p.labels for p in self._pairs], num_classes=num_classes)
         if normalisation is None:
-            normalisation = dataclasses.replace(compute_normalisation(pooled, rng=rng), mode=normalisation_mode)
+            pooled_bounds = compute_normalisation(pooled, rng=rng)
+            normalisation = dataclasses.replace(pooled_bounds, mode=normalisation_mode)
         elif normalisation.in_channels != self.in_channels:
             raise ValueError(f"the model expects {normalisation.in_channels} channel(s) but the images have "
                              f"{self.in_channels}")
@@ -114,7 +115,8 @@ class TrainingSet:
             class the network was not built for, or no labelled pixel left in any pair. The
             current labels are kept.
         """
-        if isinstance(pair, bool) or not isinstance(pair, (int, np.integer)) or not 0 <= pair < self.num_pairs:
+        index_ok = isinstance(pair, (int, np.integer)) and not isinstance(pair, bool)
+        if not index_ok or not 0 <= pair < self.num_pairs:
             raise ValueError(f"pair must be an index in 0..{self.num_pairs - 1}, got {pair!r}")
         new = np.asarray(labels)
         target = self._pairs[pair]
@@ -129,7 +131,7 @@ class TrainingSet:
                              "train with the new class")
         copy = np.array(new, dtype=np.int64, copy=True).reshape(target.labels.shape)
         with self._lock:
-            others = any(np.any(p.labels if i not in self._pending else self._pending[i])
+            others = any(np.any(self._pending.get(i, p.labels))
                          for i, p in enumerate(self._pairs) if i != pair)
             if not others and not copy.any():
                 raise ValueError("these labels would leave no painted pixel to train on; the last "
@@ -139,12 +141,12 @@ class TrainingSet:
 
     def apply_updates(self) -> bool:
         """Bring queued labels into the split and the sampler; whether anything changed."""
-        with self._lock:
+        with self._lock:  # taken and stored at once, so update_labels never sees stale labels
             pending, self._pending = self._pending, {}
+            for index, labels in pending.items():
+                self._pairs[index].labels = labels
         if not pending:
             return False
-        for index, labels in pending.items():
-            self._pairs[index].labels = labels
         self._rebuild()
         self.version += 1
         return True

@@ -14,11 +14,12 @@ class ValidationMetrics:
     ``loss``, ``error_rate``, ``iou`` and ``dice`` are measured on the held-out strokes (per-class
     tuples ordered class 1..K; ``nan`` for a class with no held-out pixel and no prediction).
     Strokes are painted where the answer is clear, so these saturate early. Two numbers look at
-    every pixel of the held-out blocks, painted or not: ``uncertain_fraction``, the share whose
+    every pixel around the held-out strokes, painted or not: ``uncertain_fraction``, the share whose
     :func:`napari_deepseg.uncertainty` exceeds 0.5, and ``changed_fraction``, the share whose
     predicted class changed since the previous validation (``nan`` the first time). Both falling
     to near 0 means more training will not change the result; a high uncertain share says more
-    strokes are needed.
+    strokes are needed. Both are counted over the validation crops (patch-sized crops around
+    the held-out strokes).
     """
 
     loss: float

@@ -93,7 +93,9 @@ class Trainer:
         self.model = model = model or self._new_model(class_names, weights_path)
         if class_names is not None:
             model.class_names = tuple(class_names)
-        model.config = config.replace(architecture=model.architecture, encoder=model.encoder)
+        # A continued model keeps its normalisation; the stored config says so too.
+        model.config = config.replace(architecture=model.architecture, encoder=model.encoder,
+                                      normalisation=model.normalisation.mode)
         # The optimiser trains its own copy; the model the user gets holds the average.
         self._module = copy.deepcopy(model.module) if config.ema_decay else model.module
         self._average = (AveragedModel(self._module, multi_avg_fn=_ema_update(config.ema_decay),
@@ -108,7 +110,8 @@ class Trainer:
     def _new_model(self, class_names: Sequence[str] | None, weights_path: str | None) -> SegmentationModel:
         config = self.config
         encoder = config.encoder or _default_encoder(config.architecture)
-        module = build_model(config.architecture, num_classes=self.num_classes, in_channels=self.data.in_channels,
+        module = build_model(config.architecture, num_classes=self.num_classes,
+                             in_channels=self.data.in_channels,
                              encoder=encoder, pretrained=config.pretrained, weights_path=weights_path)
         return SegmentationModel(module, architecture=config.architecture, encoder=encoder,
                                  num_classes=self.num_classes, normalisation=self.data.normalisation,
@@ -165,13 +168,15 @@ class Trainer:
         schedule = LearningRateSchedule(config)
         scaler = torch.amp.GradScaler("cuda", enabled=self._dtype == torch.float16)
         first = self.model.iterations_trained
-        last = first + config.iterations if config.iterations is not None else None
         budget = config.max_minutes * 60 if config.max_minutes is not None else None
+        # Known in advance only when an iteration count alone decides the end.
+        last = first + config.iterations if config.iterations is not None and budget is None else None
         # Training time counts only while the loop runs: a consumer that holds the generator
         # (a paused widget, a preview, a benchmark scoring) does not spend the budget.
         trained, resumed = 0.0, time.perf_counter()
         step = 0
         module.train()
+        self.model.training_in_progress = True
         try:
             while True:
                 self._sync_data()
@@ -220,6 +225,7 @@ class Trainer:
                 if finished:
                     return
         finally:
+            self.model.training_in_progress = False
             module.eval()
             self.model.module.eval()
             if channels_last:
