@@ -4,7 +4,7 @@
 
 Opens napari on the bundled fluorescence sample, docks Train and Predict from the Plugins
 menu, trains for a time budget with the uncertainty shown, predicts with a 50 % minimum
-probability, asks "Where next?" and saves PNGs to docs/images/.
+probability and saves PNGs to docs/images/.
 """
 
 from __future__ import annotations
@@ -54,10 +54,6 @@ def main() -> None:
     train.plot.flush()
     train.parent().raise_()  # show the Train tab
     viewer.window._qt_window.grab().save(str(OUT / "train.png"))
-    train.where_button.click()  # the camera moves to the most uncertain unpainted region
-    viewer.camera.zoom = max(viewer.camera.zoom, 3.0)
-    viewer.window._qt_window.grab().save(str(OUT / "where_next.png"))
-    viewer.reset_view()
     for layer in list(viewer.layers):
         if layer.name.endswith("uncertainty"):
             layer.visible = False
@@ -70,7 +66,7 @@ def main() -> None:
     strokes.visible = False
     result.opacity = 0.45
     viewer.window._qt_window.grab().save(str(OUT / "predict.png"))
-    print(f"saved train.png, where_next.png and predict.png in {OUT}")
+    print(f"saved train.png and predict.png in {OUT}")
     viewer.close()
 
 
