@@ -115,7 +115,7 @@ class PlanePreviewer:
         self._normalisation: Any = None
         self._last_region: Region | None = None
 
-    def _start_plane(self, model: SegmentationModel, index: tuple[int, ...], plane: np.ndarray) -> None:
+    def _start_plane(self, model: SegmentationModel, index: tuple[int, ...]) -> None:
         shape = self.settings.plane_shape
         self._index, self._last_region = index, None
         self._labels = np.zeros(shape, np.uint8 if model.num_classes < 256 else np.uint16)
@@ -137,7 +137,7 @@ class PlanePreviewer:
         region = clip_region(settings.region, (height, width))
         plane = settings.plane(index)
         if index != self._index:
-            self._start_plane(model, index, plane)
+            self._start_plane(model, index)
         whole = region == (0, height, 0, width)
         try:
             compact = model.predict_compact(
