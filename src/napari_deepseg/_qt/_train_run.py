@@ -14,6 +14,7 @@ import torch
 from napari.utils import notifications
 
 from .. import TrainingConfig, TrainingProgress
+from .._device import worker_thread_count
 from ._live_labels import LiveLabels
 from ._preview_job import Preview, PreviewSettings
 from ._train_job import TrainingError, wait_until
@@ -75,13 +76,6 @@ class RunHolder:
     """The active run, reachable from the widget's ``destroyed`` callback without the widget."""
 
     run: TrainingRun | None = None
-
-
-def worker_thread_count() -> int:
-    """torch threads for the training worker: one core fewer than torch's default, left to
-    napari's GUI thread. On 2 cores this halved the p99 GUI stall (50 -> 26 ms) for 7.5 % slower
-    training (benchmarks/ui_latency.py). Must run inside the worker: the count is per thread."""
-    return max(1, torch.get_num_threads() - 1)
 
 
 def drive(job: Any) -> Any:
