@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import AugmentationConfig, TrainingConfig
-from .image_io import read_image, write_image
-from .models import available_architectures
+from ..config import AugmentationConfig, TrainingConfig
+from ..image_io import read_image, write_image
+from ..models import available_architectures
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -104,7 +104,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 
 
 def _add_prediction_options(p: argparse.ArgumentParser) -> None:
-    from .prediction import TilingOptions
+    from ..prediction import TilingOptions
 
     tiling = TilingOptions()
     p.add_argument("--tile-size", type=int, default=tiling.tile_size)
@@ -152,8 +152,8 @@ def _run_training(trainer, description: str) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from .segmentation_model import SegmentationModel
-    from .training import Trainer
+    from ..segmentation_model import SegmentationModel
+    from ..training import Trainer
 
     if len(args.image) != len(args.labels):
         raise ValueError(
@@ -173,9 +173,9 @@ def _train(args: argparse.Namespace) -> int:
 def _predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .image_io import TIFF_SUFFIXES, create_labels_file
-    from .prediction import CompactProbabilities, apply_threshold, label_dtype
-    from .segmentation_model import SegmentationModel
+    from ..image_io import TIFF_SUFFIXES, create_labels_file
+    from ..prediction import CompactProbabilities, apply_threshold, label_dtype
+    from ..segmentation_model import SegmentationModel
 
     model = SegmentationModel.load(args.model)
     image = read_image(args.image)
@@ -224,9 +224,9 @@ def _class_counts(labels: np.ndarray, names: Sequence[str]) -> str:
 def _demo(args: argparse.Namespace) -> int:
     if not args.headless:
         return _show_in_napari(args)
-    from . import sample_data
-    from .prediction import apply_threshold
-    from .training import Trainer
+    from .. import sample_data
+    from ..prediction import apply_threshold
+    from ..training import Trainer
 
     image, strokes = (sample_data.load_fluorescence_sample() if args.sample == "fluorescence"
                       else sample_data.load_he_sample())
@@ -311,7 +311,7 @@ def _show_in_napari(args: argparse.Namespace) -> int:
 
         # Load torch (and triton, which it imports) before napari creates its OpenGL context: with
         # Mesa's LLVM-based drivers a later triton import crashes on clashing LLVM symbols.
-        from ._qt import predict_widget, train_widget  # noqa: F401
+        from .._qt import predict_widget, train_widget  # noqa: F401
     except ImportError as err:
         print(f"napari is not installed with a Qt binding ({err}): pip install 'napari-deepseg[all]'",
               file=sys.stderr)
