@@ -10,12 +10,14 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import imageio.v3 as iio
 import numpy as np
+
+from napari_deepseg.config import AugmentationConfig
 
 DATASETS = {"fluorescence": "fluo_256x256", "H&E": "histo_256x320"}
 BACKGROUND, NUCLEUS = 1, 2
@@ -271,15 +273,21 @@ def _json_default(value: Any) -> Any:
 
 def training_options(args: Any) -> dict[str, Any]:
     """The TrainingConfig fields set on the command line (the A/B options)."""
-    names = ("encoder", "regularisation_weight", "ema_decay", "normalisation")
-    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    names = ("encoder", "regularisation_weight", "ema_decay", "normalisation", "iterations")
+    options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+    augmentation = {n: getattr(args, n) for n in ("gamma", "overexposure") if getattr(args, n) is not None}
+    if augmentation:  # TrainingConfig turns the dict into an AugmentationConfig over the defaults
+        options["augmentation"] = dict(asdict(AugmentationConfig()), **augmentation)
+    return options
 
 
 def tag_for(args: Any) -> str:
     """``--tag``, else one made from the options, so A/B cells never share a key."""
     if args.tag:
         return args.tag
-    return ",".join(f"{k}={v}" for k, v in training_options(args).items())
+    names = ("encoder", "regularisation_weight", "ema_decay", "normalisation", "iterations", "gamma",
+             "overexposure")
+    return ",".join(f"{n}={getattr(args, n)}" for n in names if getattr(args, n) is not None)
 
 
 def add_data_options(parser: Any, name: str) -> None:
@@ -297,6 +305,10 @@ def add_training_options(parser: Any) -> None:
     group.add_argument("--regularisation-weight", type=float)
     group.add_argument("--ema-decay", type=float)
     group.add_argument("--normalisation", choices=["per_image", "dataset"])
+    group.add_argument("--iterations", type=int,
+                       help="also stop at this many iterations (A/B runs that other processes may slow)")
+    group.add_argument("--gamma", type=float, help="AugmentationConfig.gamma")
+    group.add_argument("--overexposure", type=float, help="AugmentationConfig.overexposure")
     group.add_argument("--tag", default="", help="goes into the result keys (default: made from the options)")
 
 

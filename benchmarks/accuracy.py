@@ -170,8 +170,8 @@ def main() -> None:
             for d in datasets.values():
                 for arch, kind in runs:
                     key = f"{d.name}/{arch}/{kind}/{budget:g} min{f' [{tag}]' if tag else ''}/seed {seed}"
-                    config = TrainingConfig(architecture=arch, pretrained=False, iterations=None,
-                                            max_minutes=budget, seed=seed, **options)
+                    config = TrainingConfig(**{"architecture": arch, "pretrained": False, "iterations": None,
+                                               "max_minutes": budget, "seed": seed, **options})
                     facts = dict(dataset=d.name, method=arch, labels=kind, budget=budget, tag=tag, seed=seed)
                     run_cell(key, facts, fit_network, config,
                              CLASS_NAMES_3 if kind.startswith("3-class") else CLASS_NAMES)

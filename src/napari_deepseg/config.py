@@ -47,12 +47,17 @@ class AugmentationConfig:
     hue: float = 0.03  # RGB images only, as torchvision's adjust_hue factor (max 0.5)
     saturation: float = 0.15  # RGB images only
     noise_std: float = 0.03  # gaussian noise, in units of the normalised intensity range
+    gamma: float = 0.0  # gamma drawn log-uniformly from [1 / (1 + gamma), 1 + gamma]
+    overexposure: float = 0.0  # half the samples: up to this share of a channel saturates (log-uniform)
 
     def __post_init__(self) -> None:
-        for name in ("rotation_degrees", "scale", "brightness", "contrast", "hue", "saturation", "noise_std"):
+        for name in ("rotation_degrees", "scale", "brightness", "contrast", "hue", "saturation", "noise_std",
+                     "gamma", "overexposure"):
             value = getattr(self, name)
             if not value >= 0:
                 raise ValueError(f"augmentation {name} must be >= 0, got {value!r}")
+        if self.overexposure >= 1:
+            raise ValueError(f"augmentation overexposure must be < 1, got {self.overexposure!r}")
         if self.scale >= 1:
             raise ValueError(f"augmentation scale must be < 1, got {self.scale!r}")
         if self.hue > 0.5:
@@ -61,7 +66,7 @@ class AugmentationConfig:
     @classmethod
     def disabled(cls) -> AugmentationConfig:
         return cls(flips=False, rot90=False, rotation_degrees=0, scale=0, brightness=0,
-                   contrast=0, hue=0, saturation=0, noise_std=0)
+                   contrast=0, hue=0, saturation=0, noise_std=0, gamma=0, overexposure=0)
 
 
 @dataclass(frozen=True)

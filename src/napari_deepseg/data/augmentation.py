@@ -3,7 +3,12 @@
 Geometric steps move image and mask together; the mask is only ever resampled with nearest
 interpolation (``tv_tensors.Mask``), so it keeps exactly the label values it had, plus 0
 (unlabelled) where rotation or zoom brings in pixels from outside the patch. Intensity steps
-(hue and saturation as one colour matrix, contrast, brightness, noise) touch the image only.
+(hue and saturation as one colour matrix, gamma, overexposure, contrast, brightness, noise) touch
+the image only. Gamma and overexposure model what happens to the raw image before per-image
+normalisation, so a network trained with them copes with a differently exposed image: a gain that
+saturates the brightest part of a channel becomes, after renormalisation, ``u -> min(u / c, 1)``
+on the ``[0, 1]`` range (exact when the low percentile does not saturate), with ``c`` the
+share of the range left unsaturated.
 All randomness comes from torch's global RNG, so ``torch.manual_seed`` makes a run reproducible.
 """
 
@@ -16,7 +21,7 @@ from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ..config import AugmentationConfig
-from .normalisation import SPREAD
+from .normalisation import CENTRE, SPREAD
 
 
 class Augmenter:
@@ -75,6 +80,8 @@ class Augmenter:
                 labels[b] = label_b.as_subclass(torch.Tensor)
         if self.rgb and (cfg.hue > 0 or cfg.saturation > 0):
             images = self._colour(images)
+        if cfg.gamma > 0 or cfg.overexposure > 0:
+            images = self._exposure(images)
         if cfg.contrast > 0 or cfg.brightness > 0:
             # x -> (x - mean) * contrast + mean + shift, as one multiply-add per pixel.
             factor = _uniform(batch, 1 - cfg.contrast, 1 + cfg.contrast, images)
@@ -106,6 +113,29 @@ class Augmenter:
                 label_b = torch.rot90(label_b, k, dims=(-2, -1))
             images[b], labels[b] = image_b, label_b
         return images, labels
+
+    def _exposure(self, images: torch.Tensor) -> torch.Tensor:
+        """Gamma (one per sample) and overexposure (half the samples, one cut per channel).
+
+        Works on the ``[0, 1]`` range of the normalisation (low -> 0, high -> 1). Gamma bends only
+        that range and keeps the tails outside it straight, so values below 0 or above 1 stay finite
+        and ordered.
+        """
+        cfg = self.config
+        batch, channels = images.shape[:2]
+        units = images * SPREAD + CENTRE
+        if cfg.gamma > 0:
+            log_range = math.log1p(cfg.gamma)
+            gammas = torch.exp(_uniform(batch, -log_range, log_range, images))
+            inside = units.clamp(0, 1)
+            units = inside.pow(gammas) + (units - inside)
+        if cfg.overexposure > 0:
+            chosen = (torch.rand(batch, 1, 1, 1) < 0.5).to(images.device)
+            # log-uniform in [1 - overexposure, 1]: strong cuts (a channel nearly binary) are common
+            keep = (1 - cfg.overexposure) ** torch.rand(batch, channels, 1, 1)
+            exposed = overexpose(units, keep.to(device=images.device, dtype=images.dtype))
+            units = torch.where(chosen, exposed, units)
+        return (units - CENTRE) / SPREAD
 
     def _colour(self, images: torch.Tensor) -> torch.Tensor:
         """Hue rotation and saturation as one 3x3 matrix per sample.
@@ -143,6 +173,16 @@ def colour_matrix(hue_angles: torch.Tensor, saturations: torch.Tensor) -> torch.
     rotate[:, 1, 1], rotate[:, 1, 2], rotate[:, 2, 1], rotate[:, 2, 2] = cos, -sin, sin, cos
     hue = torch.linalg.inv(_RGB_TO_YIQ) @ rotate @ _RGB_TO_YIQ
     return hue @ saturate
+
+
+def overexpose(units: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """A gain that saturates the top ``1 - keep`` of each channel's range, seen after renormalisation.
+
+    ``units`` are on the normalisation's ``[0, 1]`` range; ``keep`` (broadcast per channel) is the
+    share of that range left unsaturated. Raw ``x -> min(g x, max)`` followed by new percentiles
+    is exactly ``u -> min(u / keep, 1)`` with ``keep = (max - g low) / (g (high - low))``.
+    """
+    return (units / keep).clamp(max=1)
 
 
 def _uniform(batch: int, low: float, high: float, like: torch.Tensor) -> torch.Tensor:
