@@ -10,7 +10,7 @@ import torch
 
 from napari_deepseg import Trainer
 from napari_deepseg.config import TrainingConfig
-from napari_deepseg.training.loop import FINAL_LR_FACTOR, LearningRateSchedule, _ema_update
+from napari_deepseg.training.setup import FINAL_LR_FACTOR, LearningRateSchedule, ema_update
 
 from ..conftest import fast_config
 
@@ -68,7 +68,7 @@ def test_until_stopped_runs_until_the_generator_is_closed(fluo_crop):
 def test_the_model_holds_an_average_of_the_weights():
     torch.manual_seed(0)
     averaged = [torch.zeros(3), torch.zeros(2, dtype=torch.int64)]
-    update = _ema_update(0.5)
+    update = ema_update(0.5)
     update(averaged[:1], [torch.ones(3)], torch.tensor(1))  # decay min(0.5, 2/11)
     np.testing.assert_allclose(averaged[0], 9 / 11, rtol=1e-6)
     update(averaged[1:], [torch.tensor([4, 5])], torch.tensor(1))  # integer buffers are copied
@@ -79,12 +79,12 @@ def test_prediction_uses_the_averaged_weights(fluo_crop):
     image, labels = fluo_crop
     trainer = Trainer(image, labels, fast_config(iterations=6, ema_decay=0.9))
     list(trainer.run())
-    trained = dict(trainer._module.named_parameters())
+    trained = dict(trainer._weights.trained.named_parameters())
     got = dict(trainer.model.module.named_parameters())
-    assert trainer.model.module is not trainer._module and not trainer.model.module.training
+    assert trainer.model.module is not trainer._weights.trained and not trainer.model.module.training
     assert any(not torch.equal(trained[k], got[k]) for k in trained)
     plain = Trainer(image, labels, fast_config(iterations=6, ema_decay=0.0))
-    assert plain.model.module is plain._module
+    assert plain.model.module is plain._weights.trained
 
 
 def _strokes(shape, rows, value):

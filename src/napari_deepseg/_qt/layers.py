@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..data.layout import channel_axis_from_labels as infer_channel_axis
+
 if TYPE_CHECKING:
     import napari
     from napari.layers import Image, Labels, Layer
@@ -56,18 +58,6 @@ def _owned_copy(data: Any) -> np.ndarray:
     if array is data or (isinstance(data, np.ndarray) and np.may_share_memory(array, data)):
         array = array.copy()
     return array
-
-
-def infer_channel_axis(image_shape: tuple[int, ...], labels_shape: tuple[int, ...]) -> int | None:
-    """The image axis whose removal gives the labels' shape (last axis first, then the axes next to
-    ``(H, W)``); ``None`` when both have the same number of dimensions."""
-    ndim = len(image_shape)
-    if ndim != len(labels_shape) + 1:
-        return None
-    for axis in [ndim - 1, *range(ndim - 3, -1, -1), ndim - 2]:
-        if image_shape[:axis] + image_shape[axis + 1:] == tuple(labels_shape):
-            return axis
-    return None
 
 
 def copy_image(layer: Image, *, labels_shape: tuple[int, ...] | None = None,

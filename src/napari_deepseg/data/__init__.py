@@ -1,8 +1,10 @@
-"""From napari layers' arrays to training patches: layout, normalisation, sampling, augmentation."""
+"""From napari layers' arrays to training patches: array layout, pair checks, normalisation, the
+validation split, sampling and augmentation."""
 
 from .augmentation import Augmenter
-from .layout import SliceView, to_slices, training_slices, validate_label_set
+from .layout import SliceView, to_slices
 from .normalisation import Normalisation, compute_normalisation
+from .pairs import training_slices, validate_label_set
 from .sampling import PatchSampler, validation_crops
 from .split import validation_masks
 from .training_set import TrainingSet

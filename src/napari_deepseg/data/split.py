@@ -67,25 +67,32 @@ def validation_masks(
         raise ValueError(f"validation fraction must be in [0, 1), got {fraction}")
     if len(labels) != len(keys):
         raise ValueError(f"need one key per label slice; got {len(labels)} and {len(keys)}")
-    masks = [np.zeros(lab.shape, bool) for lab in labels]
-    total = sum(int(np.count_nonzero(lab)) for lab in labels)
-    if fraction == 0 or total < MIN_LABELLED_FOR_VALIDATION:
-        return masks
-    held_blocks = []
-    for lab, (pair, s), mask in zip(labels, keys, masks):
-        rows, cols = -(-lab.shape[0] // block_size), -(-lab.shape[1] // block_size)
-        held = block_uniforms(seed, pair, s, rows, cols) < fraction
-        held_blocks.append(held)
-        mask |= _expand(held, block_size, lab.shape) & (lab > 0)
+    if fraction == 0 or sum(int(np.count_nonzero(lab)) for lab in labels) < MIN_LABELLED_FOR_VALIDATION:
+        return [np.zeros(lab.shape, bool) for lab in labels]
+    held = [_held_blocks(lab, key, fraction=fraction, seed=seed, block_size=block_size)
+            for lab, key in zip(labels, keys)]
+    _keep_every_class_trained(labels, held, block_size)
+    return [_expand(blocks, block_size, lab.shape) & (lab > 0) for lab, blocks in zip(labels, held)]
+
+
+def _held_blocks(labels: np.ndarray, key: tuple[int, int], *, fraction: float, seed: int,
+                 block_size: int) -> np.ndarray:
+    """The blocks of one slice that its hash holds out."""
+    rows, cols = -(-labels.shape[0] // block_size), -(-labels.shape[1] // block_size)
+    return block_uniforms(seed, *key, rows, cols) < fraction
+
+
+def _keep_every_class_trained(labels: list[np.ndarray], held: list[np.ndarray], block_size: int) -> None:
+    """Release (in place) the blocks painted with a class that has no pixel outside the held-out
+    blocks, one class after the other, so every painted class is trained on."""
     classes = np.unique(np.concatenate([np.unique(lab[lab > 0]) for lab in labels]))
     for c in classes:
-        if any(np.any((lab == c) & ~mask) for lab, mask in zip(labels, masks)):
+        trained = (np.any((lab == c) & ~_expand(blocks, block_size, lab.shape))
+                   for lab, blocks in zip(labels, held))
+        if any(trained):
             continue
-        for lab, mask, held in zip(labels, masks, held_blocks):  # release the blocks holding c
-            has_c = _block_any(lab == c, block_size)
-            held &= ~has_c
-            mask &= _expand(held, block_size, lab.shape)
-    return masks
+        for lab, blocks in zip(labels, held):
+            blocks &= ~_block_any(lab == c, block_size)
 
 
 def _expand(blocks: np.ndarray, block_size: int, shape: tuple[int, ...]) -> np.ndarray:

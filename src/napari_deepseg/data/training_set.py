@@ -12,8 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from .layout import check_labels, check_training_pair, pair_slices, validate_label_set
+from ..config import TrainingConfig
 from .normalisation import Normalisation, compute_normalisation
+from .pairs import check_labels, check_training_pair, labelled_slices, pair_slices, validate_label_set
 from .sampling import PatchSampler, validation_crops
 from .split import validation_masks
 
@@ -37,30 +38,21 @@ class TrainingSet:
 
     Parameters
     ----------
-    images, labels
-        One array each, or sequences of pairs; see :class:`napari_deepseg.Trainer`. Both are
-        copied here; later changes to the caller's arrays do not reach the run.
+    images, labels, channel_axis
+        As :class:`napari_deepseg.Trainer` takes them. Both are copied here; later changes to
+        the caller's arrays do not reach the run.
+    config
+        The run's settings: patch size, labelled-patch share, validation share, seed and
+        normalisation mode are read from it.
     normalisation
-        Use these bounds (continuing a model); ``None`` measures them in ``normalisation_mode``.
+        Use these bounds (continuing a model); ``None`` measures them in ``config.normalisation``.
     num_classes
         The classes of a model being continued; ``None`` takes the largest painted class.
     """
 
-    def __init__(
-        self,
-        images: Any,
-        labels: Any,
-        *,
-        channel_axis: int | None = None,
-        normalisation: Normalisation | None = None,
-        normalisation_mode: str = "per_image",
-        num_classes: int | None = None,
-        patch_size: int,
-        labelled_fraction: float,
-        validation_fraction: float,
-        seed: int,
-        rng: np.random.Generator,
-    ) -> None:
+    def __init__(self, images: Any, labels: Any, config: TrainingConfig, *, channel_axis: int | None = None,
+                 normalisation: Normalisation | None = None, num_classes: int | None = None) -> None:
+        rng = np.random.default_rng(config.seed)
         image_list, label_list = _as_pairs(images, labels)
         self._pairs: list[_Pair] = []
         pooled = []
@@ -72,22 +64,22 @@ class TrainingSet:
             slices = pair_slices(np.array(image, copy=True), axis)
             flat = np.array(label, dtype=np.int64, copy=True).reshape(-1, *label.shape[-2:])
             self._pairs.append(_Pair(slices, flat, tuple(label.shape), normalisation))  # type: ignore[arg-type]
-            pooled += [slices[s] for s in _labelled_slices(flat)]
+            pooled += [slices[s] for s in labelled_slices(flat)]
         channels = {p.slices.shape[1] for p in self._pairs}
         if len(channels) > 1:
             raise ValueError(f"all images must have the same number of channels, got {sorted(channels)}")
         self.num_classes = validate_label_set([p.labels for p in self._pairs], num_classes=num_classes)
         if normalisation is None:
             pooled_bounds = compute_normalisation(pooled, rng=rng)
-            normalisation = dataclasses.replace(pooled_bounds, mode=normalisation_mode)
+            normalisation = dataclasses.replace(pooled_bounds, mode=config.normalisation)
         elif normalisation.in_channels != self.in_channels:
             raise ValueError(f"the model expects {normalisation.in_channels} channel(s) but the images have "
                              f"{self.in_channels}")
         self.normalisation = normalisation
         for pair in self._pairs:
             pair.normalisation = normalisation.for_image(pair.slices)
-        self.patch_size, self.labelled_fraction = patch_size, labelled_fraction
-        self.validation_fraction, self._seed, self._rng = validation_fraction, seed, rng
+        self.patch_size, self.labelled_fraction = config.patch_size, config.labelled_patch_fraction
+        self.validation_fraction, self._seed, self._rng = config.validation_fraction, config.seed, rng
         self._lock = threading.Lock()
         self._pending: dict[int, np.ndarray] = {}
         # Per pair, counted once per change: a bincount over every pixel each iteration cost
@@ -162,7 +154,7 @@ class TrainingSet:
     def _rebuild(self) -> None:
         labels, keys, inputs = [], [], []
         for index, pair in enumerate(self._pairs):
-            for s in _labelled_slices(pair.labels):
+            for s in labelled_slices(pair.labels):
                 labels.append(pair.labels[s])
                 keys.append((index, int(s)))
                 inputs.append(pair.network_input(int(s)))
@@ -186,10 +178,6 @@ class TrainingSet:
 
 def _class_counts(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.bincount(labels.reshape(-1), minlength=num_classes + 1)[: num_classes + 1]
-
-
-def _labelled_slices(labels: np.ndarray) -> np.ndarray:
-    return np.flatnonzero(labels.reshape(len(labels), -1).any(axis=1))
 
 
 def _as_pairs(images: Any, labels: Any) -> tuple[Sequence[Any], Sequence[Any]]:

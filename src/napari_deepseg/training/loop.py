@@ -6,32 +6,29 @@ leaves ``trainer.model`` as it was after the last finished iteration.
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
-import numpy as np
 import torch
-from torch.optim.swa_utils import AveragedModel
 
 from .._device import autocast, eval_mode, resolve_device, resolve_precision, use_channels_last
-from ..config import Loss, Optimizer, Schedule, TrainingConfig
+from ..config import Loss, TrainingConfig
 from ..data import Augmenter
 from ..data.training_set import TrainingSet
-from ..models import build_model
 from ..segmentation_model import SegmentationModel
 from .events import TrainingProgress, ValidationMetrics
 from .losses import (
     class_balancing_weights,
+    confusion_matrix,
     crf_loss,
+    iou_and_dice,
     labelled_error_rate,
     sparse_cross_entropy,
     sparse_dice_loss,
 )
-
-FINAL_LR_FACTOR = 0.02  # the cosine schedule ends at this share of the peak learning rate
+from .setup import LearningRateSchedule, WeightAverage, effective_learning_rate, make_optimizer, prepare_model
 
 
 class Trainer:
@@ -76,46 +73,19 @@ class Trainer:
     ) -> None:
         self.config = config = config or TrainingConfig()
         torch.manual_seed(config.seed)
-        self._rng = np.random.default_rng(config.seed)
         self.device = resolve_device(config.device)
         self._dtype = resolve_precision(config.precision, self.device)
-        self.data = TrainingSet(
-            images, labels, channel_axis=channel_axis,
-            normalisation=model.normalisation if model else None, normalisation_mode=config.normalisation,
-            num_classes=model.num_classes if model else None, patch_size=config.patch_size,
-            labelled_fraction=config.labelled_patch_fraction,
-            validation_fraction=config.validation_fraction, seed=config.seed, rng=self._rng)
-        self.num_classes = num_classes = self.data.num_classes
-        if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(
-                f"{len(class_names)} class names given but the labels have {num_classes} classes")
+        self.data = TrainingSet(images, labels, config, channel_axis=channel_axis,
+                                normalisation=model.normalisation if model else None,
+                                num_classes=model.num_classes if model else None)
+        self.num_classes = self.data.num_classes
         self._augmenter = Augmenter(config.augmentation, rgb=self.data.in_channels == 3)
-        self.model = model = model or self._new_model(class_names, weights_path)
-        if class_names is not None:
-            model.class_names = tuple(class_names)
-        # A continued model keeps its normalisation; the stored config says so too.
-        model.config = config.replace(architecture=model.architecture, encoder=model.encoder,
-                                      normalisation=model.normalisation.mode)
-        # The optimiser trains its own copy; the model the user gets holds the average.
-        self._module = copy.deepcopy(model.module) if config.ema_decay else model.module
-        self._average = (AveragedModel(self._module, multi_avg_fn=_ema_update(config.ema_decay),
-                                       use_buffers=True) if config.ema_decay else None)
-        if self._average is not None:
-            model.module = self._average.module
-        model.module.eval()  # the averaged copy is never trained: batch statistics come from training
+        self.model = prepare_model(self.data, config, class_names=class_names, model=model,
+                                   weights_path=weights_path)
+        self._weights = WeightAverage(self.model, config.ema_decay)  # the optimiser trains its own copy
         self._data_version = -1
         self._class_weights: torch.Tensor | None = None
         self._last_predictions: tuple[int, list[torch.Tensor]] | None = None
-
-    def _new_model(self, class_names: Sequence[str] | None, weights_path: str | None) -> SegmentationModel:
-        config = self.config
-        encoder = config.encoder or _default_encoder(config.architecture)
-        module = build_model(config.architecture, num_classes=self.num_classes,
-                             in_channels=self.data.in_channels,
-                             encoder=encoder, pretrained=config.pretrained, weights_path=weights_path)
-        return SegmentationModel(module, architecture=config.architecture, encoder=encoder,
-                                 num_classes=self.num_classes, normalisation=self.data.normalisation,
-                                 class_names=class_names, config=config)
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -157,14 +127,14 @@ class Trainer:
         the clock stands still, and ``elapsed_seconds`` of the records counts the same way.
         """
         config = self.config
-        module = self._module.to(self.device)
+        module = self._weights.trained.to(self.device)
         self.model.module.to(self.device)
         channels_last = use_channels_last(self.device, self._dtype)
         if channels_last:
             module.to(memory_format=torch.channels_last)
             self.model.module.to(memory_format=torch.channels_last)
         peak_lr = effective_learning_rate(config, self.model.architecture)
-        optimizer = _make_optimizer(module, config, peak_lr)
+        optimizer = make_optimizer(module, config, peak_lr)
         schedule = LearningRateSchedule(config)
         scaler = torch.amp.GradScaler("cuda", enabled=self._dtype == torch.float16)
         first = self.model.iterations_trained
@@ -202,8 +172,7 @@ class Trainer:
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
                 scaler.update()
-                if self._average is not None:
-                    self._average.update_parameters(module)
+                self._weights.update()
                 step += 1
                 elapsed = trained + time.perf_counter() - resumed
                 fraction = _fraction(step, elapsed, config, budget)
@@ -263,31 +232,21 @@ class Trainer:
                 y = torch.from_numpy(labels)[None].to(device)
                 with autocast(device, self._dtype):
                     logits = module(x)
-                n = int((y > 0).sum())
-                losses.append((float(sparse_cross_entropy(logits, y)), n))
-                mask = y > 0
-                truth = (y[mask] - 1).cpu()
+                losses.append((float(sparse_cross_entropy(logits, y)), int((y > 0).sum())))
                 top, best = logits.float().softmax(dim=1).max(dim=1)
-                predicted = best[mask].cpu()
-                confusion += torch.bincount(truth * k + predicted, minlength=k * k).reshape(k, k)
+                confusion += confusion_matrix(y, best, k)
                 uncertain += int(((1 - top) * k / max(k - 1, 1) > 0.5).sum())
                 pixels += top.numel()
                 predictions.append(best.cpu())
         total = int(confusion.sum())
-        tp = confusion.diag().double()
-        fp = confusion.sum(0).double() - tp
-        fn = confusion.sum(1).double() - tp
-        union = tp + fp + fn
-        iou = tuple(float(v) if d > 0 else math.nan for v, d in zip(tp / union.clamp(min=1), union))
-        dice = tuple(float(v) if d > 0 else math.nan
-                     for v, d in zip(2 * tp / (2 * tp + fp + fn).clamp(min=1), 2 * tp + fp + fn))
+        iou, dice = iou_and_dice(confusion)
         previous, self._last_predictions = self._last_predictions, (self.data.version, predictions)
         changed = math.nan
         if previous is not None and previous[0] == self.data.version:  # same crops as last time
             changed = sum(int((a != b).sum()) for a, b in zip(previous[1], predictions)) / max(pixels, 1)
         return ValidationMetrics(
             loss=sum(loss * n for loss, n in losses) / max(total, 1),
-            error_rate=1.0 - float(tp.sum()) / total if total else math.nan,
+            error_rate=1.0 - float(confusion.diag().sum()) / total if total else math.nan,
             iou=iou, dice=dice, uncertain_fraction=uncertain / max(pixels, 1), changed_fraction=changed)
 
 
@@ -300,71 +259,3 @@ def _fraction(steps: int, seconds: float, config: TrainingConfig, budget: float 
     if budget is not None:
         shares.append(seconds / budget)
     return max(shares) if shares else math.nan
-
-
-def _ema_update(decay: float):  # -> the multi_avg_fn of torch's AveragedModel
-    """Exponential moving average whose decay ramps up from 0 ((1 + n) / (10 + n), as in timm), so
-    the first iterations' random weights are forgotten quickly; integer buffers are copied."""
-
-    @torch.no_grad()
-    def update(averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged: torch.Tensor) -> None:
-        n = float(num_averaged)
-        d = min(decay, (1 + n) / (10 + n))
-        if averaged[0].is_floating_point():
-            torch._foreach_lerp_(averaged, current, 1 - d)
-        else:
-            for a, c in zip(averaged, current):
-                a.copy_(c)
-
-    return update
-
-
-class LearningRateSchedule:
-    """The learning-rate factor for a step, from the share of the run done (``nan``: no limit).
-
-    A short warm-up (20 iterations, but never past a tenth of the limit), then cosine decay to
-    :data:`FINAL_LR_FACTOR` over the share done (of iterations or minutes, whichever is ahead),
-    a step to 0.1 at two thirds, or constant. A run without a limit stays constant after the
-    warm-up: the averaged weights, not a decay, keep it good whenever it is stopped.
-    """
-
-    def __init__(self, config: TrainingConfig) -> None:
-        self.schedule = config.schedule
-        self.warmup = 20 if config.iterations is None else min(20, config.iterations // 10)
-
-    def __call__(self, step: int, fraction: float) -> float:
-        # A short warm-up keeps Adam from wrecking pretrained features.
-        if step < self.warmup and not fraction >= 0.1:
-            return (step + 1) / (self.warmup + 1)
-        if math.isnan(fraction) or self.schedule is Schedule.CONSTANT:
-            return 1.0
-        fraction = min(max(fraction, 0.0), 1.0)
-        if self.schedule is Schedule.COSINE:
-            return FINAL_LR_FACTOR + (1 - FINAL_LR_FACTOR) * 0.5 * (1 + math.cos(math.pi * fraction))
-        return 0.1 if fraction >= 2 / 3 else 1.0
-
-
-def _default_encoder(architecture: str) -> str:
-    from ..models import architecture_spec
-
-    return architecture_spec(architecture).default_encoder
-
-
-def effective_learning_rate(config: TrainingConfig, architecture: str) -> float:
-    """The configured learning rate, or the architecture's default when it is ``None``."""
-    from ..models import architecture_spec
-
-    return config.learning_rate or architecture_spec(architecture).default_learning_rate
-
-
-def _make_optimizer(module: torch.nn.Module, config: TrainingConfig, lr: float) -> torch.optim.Optimizer:
-    params = [p for p in module.parameters() if p.requires_grad]
-    # The fused kernels: 4.4x faster Adam steps than torch's CPU default (0.29 -> 0.065 s for the
-    # ResNet-34 U-Net), which was 15 % of an iteration.
-    fused = {"fused": True} if params and params[0].device.type in ("cpu", "cuda") else {}
-    if config.optimizer is Optimizer.ADAMW:
-        return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, **fused)
-    if config.optimizer is Optimizer.SGD:
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay,
-                               **fused)
-    return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay, **fused)

@@ -1,9 +1,11 @@
-"""Losses on sparse labels.
+"""Losses and scores on sparse labels.
 
 Label 0 is unlabelled and contributes nothing; classes 1..K map to logits 0..K-1.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -39,6 +41,28 @@ def labelled_error_rate(logits: torch.Tensor, labels: torch.Tensor) -> float:
         return float("nan")
     wrong = (logits.argmax(dim=1) + 1 != labels) & mask
     return int(wrong.sum()) / total
+
+
+def confusion_matrix(labels: torch.Tensor, predicted: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """``(K, K)`` int64 counts over labelled pixels: rows are the painted class, columns the
+    predicted one (both 1..K in ``labels``, 0..K-1 in ``predicted``, the argmax of the logits)."""
+    mask = labels > 0
+    truth, guess = (labels[mask] - 1).cpu().long(), predicted[mask].cpu().long()
+    k = num_classes
+    return torch.bincount(truth * k + guess, minlength=k * k).reshape(k, k)
+
+
+def iou_and_dice(confusion: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-class IoU ``tp / (tp + fp + fn)`` and Dice ``2 tp / (2 tp + fp + fn)`` from a
+    :func:`confusion_matrix`; ``nan`` for a class neither painted nor predicted."""
+    tp = confusion.diag().double()
+    fp = confusion.sum(0).double() - tp
+    fn = confusion.sum(1).double() - tp
+
+    def score(numerator: torch.Tensor, denominator: torch.Tensor) -> tuple[float, ...]:
+        return tuple(float(n / d) if d > 0 else math.nan for n, d in zip(numerator, denominator))
+
+    return score(tp, tp + fp + fn), score(2 * tp, 2 * tp + fp + fn)
 
 
 def class_balancing_weights(labels: list, num_classes: int) -> torch.Tensor:
