@@ -6,12 +6,14 @@ A new architecture is covered by registering it. Inputs are tiny and models star
 
 from __future__ import annotations
 
+import hashlib
+
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from napari_deepseg.models import architecture_spec, available_architectures, build_model
+from napari_deepseg.models import SegmentationNetwork, architecture_spec, available_architectures, build_model
 
 CASES = [pytest.param(a, e, id=f"{a}-{e}")
          for a in available_architectures() for e in architecture_spec(a).encoders]
@@ -39,6 +41,7 @@ def test_logits_have_input_size_for_odd_and_tiny_images(architecture: str, encod
         for size in [(97, 131), (20, 24)]:
             logits = model(torch.randn(1, in_channels, *size))
             assert logits.shape == (1, NUM_CLASSES, *size)
+            assert logits.dtype == torch.float32
             assert torch.isfinite(logits).all()
     if in_channels == 1:
         # Training on one patch of the smallest allowed size (32): no BatchNorm may see a single
@@ -88,9 +91,48 @@ def test_same_seed_same_model(architecture: str, encoder: str) -> None:
 
 
 @pytest.mark.parametrize(("architecture", "encoder"), DEFAULTS)
-def test_size_divisor(architecture: str, encoder: str) -> None:
-    model = _build(architecture, encoder)
-    assert model.size_divisor == 32
+def test_the_base_class_pads_to_the_size_divisor_and_crops_back(architecture: str, encoder: str) -> None:
+    model = _build(architecture, encoder).eval()
+    assert isinstance(model, SegmentationNetwork)
+    assert type(model).forward is SegmentationNetwork.forward  # architectures only decode
+    seen: list[tuple[int, ...]] = []
+    model.encoder.register_forward_hook(lambda _m, inputs, _out: seen.append(tuple(inputs[0].shape[-2:])))
+    d = model.size_divisor
+    with torch.no_grad():
+        for size, padded in [((2 * d, 3 * d), (2 * d, 3 * d)), ((2 * d + 1, 3 * d - 5), (3 * d, 3 * d)),
+                             ((7, 9), (2 * d, 2 * d))]:
+            assert model(torch.randn(1, 3, *size)).shape[-2:] == size
+            assert seen.pop() == padded
+    # Every feature map of a divisible input has an integer size: the divisor covers the deepest.
+    features = model.encoder(torch.randn(1, 3, 2 * d, 2 * d))
+    assert all(f.shape[-1] * r == 2 * d for f, r in zip(features, model.encoder.reductions, strict=True))
+
+
+# sha256 (first 16 hex digits) of the sorted "key:shape" lines of the state dict for
+# in_channels=2, num_classes=3, as written by commit 1f0d1e7 (before the base class): files saved
+# since then load with strict=True only while these stay the same. A new architecture adds its own.
+STATE_DICT_DIGESTS = {
+    "unet-vgg16_bn": ("d13aa4b139679d74", 153),
+    "unet-resnet18": ("837cc04b19db1f57", 182),
+    "unet-resnet34": ("6f2bfbf9df556b96", 278),
+    "unet-resnet50": ("1c29c172b54dbb17", 380),
+    "deeplabv3plus-resnet50": ("9439f2580ecd123a", 375),
+    "deeplabv3plus-resnet34": ("c8ad41bb17b852aa", 273),
+    "deeplabv3plus-resnet101": ("ea5384aaf1012c8f", 681),
+    "fcn8s-vgg16": ("147306143202d95d", 37),
+    "fcn8s-resnet50": ("0339995139f37f4b", 327),
+    "fcn8s-resnet101": ("6c4ab9219a6c0c35", 633),
+}
+
+
+@pytest.mark.parametrize(("architecture", "encoder"), CASES)
+def test_state_dict_keys_are_those_of_saved_model_files(architecture: str, encoder: str) -> None:
+    state = build_model(architecture, num_classes=NUM_CLASSES, in_channels=2, encoder=encoder).state_dict()
+    lines = "\n".join(f"{k}:{tuple(v.shape)}" for k, v in sorted(state.items()))
+    digest = (hashlib.sha256(lines.encode()).hexdigest()[:16], len(state))
+    assert digest == STATE_DICT_DIGESTS.get(f"{architecture}-{encoder}"), (
+        "the state-dict keys or shapes changed, so saved model files no longer load (or this is a "
+        f"new architecture: record {digest} above)")
 
 
 def test_registry_lists_the_builtin_architectures_default_first() -> None:

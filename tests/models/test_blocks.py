@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from napari_deepseg.models._blocks import crop, pad_to_multiple
+from napari_deepseg.models._base import crop, pad_to_multiple
 from napari_deepseg.models.fcn8s import BilinearUpsample
 
 

@@ -16,8 +16,14 @@ from torch import nn
 from torchvision.models import resnet34
 from torchvision.models.vgg import cfgs, make_layers
 
-from napari_deepseg.models import build_model, encoders, pretrained_weights_available
-from napari_deepseg.models.encoders import ENCODERS, adapt_rgb_weight, build_encoder, weights_cache_paths
+from napari_deepseg.models import (
+    _pretrained,
+    build_model,
+    pretrained_weights_available,
+    pretrained_weights_status,
+)
+from napari_deepseg.models._pretrained import weights_cache_paths
+from napari_deepseg.models.encoders import ENCODERS, adapt_rgb_weight, build_encoder
 
 RESNETS = [e for e in ENCODERS if e.startswith("resnet")]
 
@@ -26,7 +32,7 @@ RESNETS = [e for e in ENCODERS if e.startswith("resnet")]
 def hub_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     hub = tmp_path / "hub"
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
-    monkeypatch.setattr(encoders, "_warned_encoders", set())
+    monkeypatch.setattr(_pretrained, "_warned_encoders", set())
     return hub
 
 
@@ -116,6 +122,18 @@ def test_pretrained_vgg_loads_the_features_and_adapts_four_channels(tmp_path: Pa
     torch.testing.assert_close(model.encoder.first_conv.weight, expected)
 
 
+def test_weights_status_says_where_the_file_goes(hub_dir: Path) -> None:
+    status = pretrained_weights_status("resnet34")
+    expected = hub_dir / "checkpoints" / "resnet34-b627a593.pth"
+    assert (status.encoder, status.expected_path, status.found, status.available) == (
+        "resnet34", expected, None, False)
+    assert status.url == "https://download.pytorch.org/models/resnet34-b627a593.pth"
+    assert status.instructions == f"download {status.url} and save it as {expected}"
+    expected.parent.mkdir(parents=True)
+    expected.touch()
+    assert pretrained_weights_status("resnet34").found == expected
+
+
 def test_resnet50_uses_whichever_imagenet_file_exists(hub_dir: Path) -> None:
     newest, oldest = weights_cache_paths("resnet50")
     assert newest.name != oldest.name
@@ -123,6 +141,8 @@ def test_resnet50_uses_whichever_imagenet_file_exists(hub_dir: Path) -> None:
     oldest.parent.mkdir(parents=True)
     oldest.touch()
     assert pretrained_weights_available("resnet50")
+    assert pretrained_weights_status("resnet50").found == oldest
+    assert pretrained_weights_status("resnet50").expected_path == newest
     assert oldest.parent == hub_dir / "checkpoints"
 
 
@@ -131,8 +151,10 @@ def test_missing_weights_warn_once_and_start_from_scratch(hub_dir: Path) -> None
     with pytest.warns(UserWarning, match=r"resnet34.*not available offline") as record:
         model = build_model("unet", num_classes=2, in_channels=3, encoder="resnet34", pretrained=True)
     assert len(record) == 1
+    assert pretrained_weights_status("resnet34").instructions in str(record[0].message)
     assert str(expected_file) in str(record[0].message)
     assert "from scratch" in str(record[0].message)
+    assert record[0].filename == __file__  # attributed to the caller of build_model
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 2, 32, 32)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -164,5 +186,7 @@ def test_corrupt_or_foreign_weights_file_names_the_file(tmp_path: Path) -> None:
 def test_unknown_encoder_lists_the_choices() -> None:
     with pytest.raises(ValueError, match=r"unknown encoder 'resnet152'.*vgg16_bn.*resnet101"):
         pretrained_weights_available("resnet152")
+    with pytest.raises(ValueError, match=r"unknown encoder 'resnet152'"):
+        pretrained_weights_status("resnet152")
     with pytest.raises(ValueError, match=r"resnet152"):
         build_encoder("resnet152", in_channels=3)

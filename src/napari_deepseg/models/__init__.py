@@ -1,15 +1,19 @@
 """Segmentation architectures, built by name through one registry.
 
-Every model maps images (N, C, H, W) of any H and W to logits (N, K, H, W) at input size.
+Every model is a :class:`SegmentationNetwork`, which states the input and output contract.
 """
 
+from ._base import SegmentationNetwork
+from ._pretrained import PretrainedWeights, pretrained_weights_available, pretrained_weights_status
 from ._registry import ArchitectureSpec, architecture_spec, available_architectures, build_model
-from .encoders import pretrained_weights_available
 
 __all__ = [
     "ArchitectureSpec",
+    "PretrainedWeights",
+    "SegmentationNetwork",
     "architecture_spec",
     "available_architectures",
     "build_model",
     "pretrained_weights_available",
+    "pretrained_weights_status",
 ]

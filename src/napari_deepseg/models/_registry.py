@@ -1,7 +1,6 @@
 """Architectures are registered by name and built through one function.
 
-Every registered builder returns an ``nn.Module`` whose forward maps images
-(N, C, H, W) of any H and W to logits (N, K, H, W) at input size.
+Every registered builder returns a :class:`~napari_deepseg.models._base.SegmentationNetwork`.
 """
 
 from __future__ import annotations
@@ -10,9 +9,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from torch import nn
+from ._base import SegmentationNetwork
 
-Builder = Callable[..., nn.Module]
+Builder = Callable[..., SegmentationNetwork]
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,7 @@ def build_model(
     encoder: str | None = None,
     pretrained: bool = False,
     weights_path: str | Path | None = None,
-) -> nn.Module:
+) -> SegmentationNetwork:
     """Build a registered architecture.
 
     ``pretrained=True`` loads ImageNet encoder weights when they are available offline

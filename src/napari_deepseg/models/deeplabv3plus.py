@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._blocks import ConvBNReLU, crop, pad_to_multiple, upsample_like
+from ._base import SegmentationNetwork
+from ._blocks import ConvBNReLU, upsample_like
 from ._registry import register_architecture
 from .encoders import Encoder, build_encoder
 
@@ -65,18 +66,14 @@ class ASPP(nn.Module):
         return self.project(torch.cat([branch(x) for branch in self.convs], dim=1))
 
 
-class DeepLabV3Plus(nn.Module):
-    """DeepLabv3+: logits (N, K, H, W) at input size for images (N, C, H, W) of any size.
+class DeepLabV3Plus(SegmentationNetwork):
+    """DeepLabv3+; the input and output contract is :class:`SegmentationNetwork`'s.
 
-    The input is padded to a multiple of ``size_divisor``, and to at least twice that, and the
-    logits are cropped back.
+    The classifier runs at 1/4 of the input; the base class up-samples its scores.
     """
 
-    size_divisor: int = 32
-
     def __init__(self, encoder: Encoder, num_classes: int) -> None:
-        super().__init__()
-        self.encoder = encoder
+        super().__init__(encoder)
         self.aspp = ASPP(encoder.out_channels[-1])
         # layer1 (1/4) provides the low-level detail.
         self.low_level_index = encoder.reductions.index(4)
@@ -88,13 +85,10 @@ class DeepLabV3Plus(nn.Module):
         )
         self.classifier = nn.Conv2d(ASPP_CHANNELS, num_classes, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, box = pad_to_multiple(x, self.size_divisor, min_size=2 * self.size_divisor)
-        features = self.encoder(x)
+    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
         low_level = self.low_level_project(features[self.low_level_index])
         context = upsample_like(self.aspp(features[-1]), low_level)
-        logits = self.classifier(self.decoder(torch.cat([context, low_level], dim=1)))
-        return crop(upsample_like(logits, x), box)
+        return self.classifier(self.decoder(torch.cat([context, low_level], dim=1)))
 
 
 @register_architecture(

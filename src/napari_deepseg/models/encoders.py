@@ -1,48 +1,26 @@
 """Encoders: torchvision VGG16 / VGG16-BN / ResNet backbones returning a feature map per stage.
 
-ImageNet weights are used only when they are on disk (an explicit file or the torch hub cache);
-nothing is ever downloaded. An encoder whose weights are missing warns once and starts from scratch.
+ImageNet weights come from :mod:`._pretrained` (files on disk only); an encoder whose weights
+are missing starts from scratch.
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
 from torch import nn
-from torchvision.models import (
-    ResNet18_Weights,
-    ResNet34_Weights,
-    ResNet50_Weights,
-    ResNet101_Weights,
-    VGG16_BN_Weights,
-    VGG16_Weights,
-    WeightsEnum,
-    resnet18,
-    resnet34,
-    resnet50,
-    resnet101,
-)
+from torchvision.models import resnet18, resnet34, resnet50, resnet101
 from torchvision.models.resnet import ResNet
 from torchvision.models.vgg import cfgs, make_layers
 
-ENCODERS: tuple[str, ...] = ("vgg16", "vgg16_bn", "resnet18", "resnet34", "resnet50", "resnet101")
+from ._pretrained import IMAGENET_WEIGHTS, check_encoder, pretrained_state_dict
+from ._pretrained import weights_cache_paths as weights_cache_paths  # until _qt/_train_controls.py switches
 
-# Hub-cache candidates per encoder, in order of preference (torchvision's DEFAULT first).
-_WEIGHTS: dict[str, tuple[WeightsEnum, ...]] = {
-    "vgg16": (VGG16_Weights.IMAGENET1K_V1,),
-    "vgg16_bn": (VGG16_BN_Weights.IMAGENET1K_V1,),
-    "resnet18": (ResNet18_Weights.IMAGENET1K_V1,),
-    "resnet34": (ResNet34_Weights.IMAGENET1K_V1,),
-    "resnet50": (ResNet50_Weights.IMAGENET1K_V2, ResNet50_Weights.IMAGENET1K_V1),
-    "resnet101": (ResNet101_Weights.IMAGENET1K_V2, ResNet101_Weights.IMAGENET1K_V1),
-}
+ENCODERS: tuple[str, ...] = tuple(IMAGENET_WEIGHTS)  # every encoder has ImageNet weights
+
 _RESNETS = {"resnet18": resnet18, "resnet34": resnet34, "resnet50": resnet50, "resnet101": resnet101}
 _BASIC_BLOCK_RESNETS = ("resnet18", "resnet34")
-
-# Encoders already warned about, so a session that builds many models warns once.
-_warned_encoders: set[str] = set()
 
 
 class Encoder(nn.Module):
@@ -137,8 +115,8 @@ def build_encoder(
     FileNotFoundError
         When ``weights_path`` is given but does not exist.
     """
-    _check_encoder(name)
-    loaded = _pretrained_state_dict(name, weights_path) if pretrained else None
+    check_encoder(name)
+    loaded = pretrained_state_dict(name, weights_path) if pretrained else None
     if name.startswith("vgg"):
         if dilate_last_stage:
             raise ValueError("dilate_last_stage is only supported for ResNet encoders")
@@ -193,62 +171,6 @@ def adapt_first_conv(conv: nn.Conv2d, in_channels: int, *, pretrained: bool) -> 
         if new.bias is not None:
             new.bias.copy_(conv.bias if pretrained else torch.zeros_like(new.bias))  # type: ignore[arg-type]
     return new
-
-
-def weights_cache_paths(encoder: str) -> list[Path]:
-    """Torch hub cache files that hold ImageNet weights for ``encoder``, most preferred first."""
-    _check_encoder(encoder)
-    checkpoints = Path(torch.hub.get_dir()) / "checkpoints"
-    return [checkpoints / Path(w.url).name for w in _WEIGHTS[encoder]]
-
-
-def pretrained_weights_available(encoder: str) -> bool:
-    """Whether ImageNet weights for ``encoder`` are in the torch hub cache (no download is tried).
-
-    Parameters
-    ----------
-    encoder
-        One of :data:`ENCODERS`.
-    """
-    return any(path.is_file() for path in weights_cache_paths(encoder))
-
-
-def _check_encoder(name: str) -> None:
-    if name not in ENCODERS:
-        raise ValueError(f"unknown encoder {name!r}; available: {', '.join(ENCODERS)}")
-
-
-def _pretrained_state_dict(
-    encoder: str, weights_path: str | Path | None
-) -> tuple[dict[str, torch.Tensor], Path] | None:
-    if weights_path is not None:
-        path = Path(weights_path)
-        if not path.is_file():
-            raise FileNotFoundError(f"weights file {path} for the {encoder} encoder does not exist")
-    else:
-        candidates = weights_cache_paths(encoder)
-        found = next((p for p in candidates if p.is_file()), None)
-        if found is None:
-            if encoder not in _warned_encoders:
-                _warned_encoders.add(encoder)
-                warnings.warn(
-                    f"Pretrained ImageNet weights for the {encoder} encoder are not available offline, so "
-                    f"training starts from scratch. To use them, download {_WEIGHTS[encoder][0].url} and "
-                    f"save it as {candidates[0]}",
-                    UserWarning, stacklevel=5)  # stacklevel 5 is the caller of build_model
-            return None
-        path = found
-    return _read_state_dict(path), path
-
-
-def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch.load raises many types for damaged files
-        raise ValueError(f"weights file {path} could not be read: {error}") from error
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ValueError(f"weights file {path} does not hold a state dict of tensors")
-    return state
 
 
 def _load(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:

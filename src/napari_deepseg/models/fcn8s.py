@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ._blocks import crop, pad_to_multiple
+from ._base import SegmentationNetwork
 from ._registry import register_architecture
 from .encoders import Encoder, VGGEncoder, build_encoder
 
@@ -48,18 +48,11 @@ class VGGTop(nn.Sequential):
         )
 
 
-class FCN8s(nn.Module):
-    """FCN-8s: logits (N, K, H, W) at input size for images (N, C, H, W) of any size.
-
-    The input is padded to a multiple of ``size_divisor``, and to at least twice that, and the
-    logits are cropped back.
-    """
-
-    size_divisor: int = 32
+class FCN8s(SegmentationNetwork):
+    """FCN-8s; the input and output contract is :class:`SegmentationNetwork`'s."""
 
     def __init__(self, encoder: Encoder, num_classes: int) -> None:
-        super().__init__()
-        self.encoder = encoder
+        super().__init__(encoder)
         # VGG gives its maps before pooling (1/4, 1/8, 1/16), so pool3/pool4 are pooled here and the
         # 1/32 map comes from pool5 + top; ResNet's layer2-4 already are at 1/8, 1/16, 1/32.
         self.pool_features = isinstance(encoder, VGGEncoder)
@@ -72,14 +65,13 @@ class FCN8s(nn.Module):
         self.up16 = BilinearUpsample(num_classes, 2)
         self.up8 = BilinearUpsample(num_classes, 8)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x, box = pad_to_multiple(x, self.size_divisor, min_size=2 * self.size_divisor)
-        f8, f16, f32 = self.encoder(x)[-3:]
+    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
+        f8, f16, f32 = features[-3:]
         if self.pool_features:
             f8, f16 = F.max_pool2d(f8, 2), F.max_pool2d(f16, 2)
         y = self.up32(self.score32(self.top(f32))) + self.score16(f16)
         y = self.up16(y) + self.score8(f8)
-        return crop(self.up8(y), box)
+        return self.up8(y)
 
 
 @register_architecture(

@@ -13,7 +13,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ._blocks import ConvBNReLU, crop, pad_to_multiple, upsample_like
+from ._base import SegmentationNetwork
+from ._blocks import ConvBNReLU, upsample_like
 from ._registry import register_architecture
 from .encoders import Encoder, build_encoder
 
@@ -37,18 +38,11 @@ class DecoderBlock(nn.Module):
         return self.convs(x)
 
 
-class UNet(nn.Module):
-    """U-Net: logits (N, K, H, W) at input size for images (N, C, H, W) of any size.
-
-    The input is padded to a multiple of ``size_divisor``, and to at least twice that, and the
-    logits are cropped back.
-    """
-
-    size_divisor: int = 32
+class UNet(SegmentationNetwork):
+    """U-Net; the input and output contract is :class:`SegmentationNetwork`'s."""
 
     def __init__(self, encoder: Encoder, num_classes: int) -> None:
-        super().__init__()
-        self.encoder = encoder
+        super().__init__(encoder)
         # The decoder starts at 1/32 whatever the encoder: VGG's last block is at 1/16, so its
         # output is pooled once more (as the reference implementations do) and becomes a skip.
         # Starting at 1/16 would run the 256-wide block at 1/8: ~30 % more FLOPs in total.
@@ -65,17 +59,15 @@ class UNet(nn.Module):
             DecoderBlock(cin, cskip, cout) for cin, cskip, cout in zip(in_widths, skips, widths, strict=True))
         self.head = nn.Conv2d(widths[-1], num_classes, kernel_size=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # At least 2 divisors per side so the 1/32 BatchNorms see > 1 value even for one tiny patch.
-        x, box = pad_to_multiple(x, self.size_divisor, min_size=2 * self.size_divisor)
-        features = list(self.encoder(x))
+    def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
+        features = list(features)
         if self.center_pool:
             features.append(nn.functional.max_pool2d(features[-1], 2))
         skips: list[torch.Tensor | None] = list(features[:-1])[::-1]
         y = features[-1]
         for i, block in enumerate(self.decoder):
             y = block(y, skips[i] if i < len(skips) else None)
-        return crop(self.head(y), box)
+        return self.head(y)
 
 
 @register_architecture(
