@@ -105,11 +105,11 @@ class SegmentationModel:
 
     def summary(self) -> str:
         """One line for people: architecture, classes, channels and training so far."""
-        last = self.history[-1] if self.history else None
-        trained = (f"{self.iterations_trained} iterations, last loss {last['loss']:.3g}"
-                   if last and last.get("loss") is not None else "untrained")
+        from .training.history import describe  # not at the top: training imports this module
+
         return (f"{self.architecture} ({self.encoder}), {self.num_classes} classes "
-                f"[{', '.join(self.class_names)}], {self.in_channels} input channel(s), {trained}")
+                f"[{', '.join(self.class_names)}], {self.in_channels} input channel(s), "
+                f"{describe(self.history)}")
 
     def view(self, image: Any, channel_axis: int | None = None) -> SliceView:
         """The image as (S, C, H, W) slices with the channel handling used in training."""

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -39,6 +42,18 @@ class ValidationMetrics:
         values = [v for v in self.dice if not math.isnan(v)]
         return sum(values) / len(values) if values else math.nan
 
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly (NaN becomes ``None``) record; the means are not stored, they follow."""
+        return {k: _json_number(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> ValidationMetrics:
+        """The record of :meth:`to_dict`; missing numbers (older histories) read as ``nan``."""
+        return cls(loss=_number(data.get("loss")), error_rate=_number(data.get("error_rate")),
+                   iou=_numbers(data.get("iou")), dice=_numbers(data.get("dice")),
+                   uncertain_fraction=_number(data.get("uncertain_fraction")),
+                   changed_fraction=_number(data.get("changed_fraction")))
+
 
 @dataclass(frozen=True)
 class TrainingProgress:
@@ -67,12 +82,53 @@ class TrainingProgress:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-friendly (NaN becomes ``None``) record for the model's training history."""
-        out = asdict(self)
-        for transient in ("last_iteration", "fraction_done", "finished"):
-            del out[transient]
-        if self.validation is not None:
-            out["validation"] = {k: _json_number(v) for k, v in asdict(self.validation).items()}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _TRANSIENT}
+        out["validation"] = None if self.validation is None else self.validation.to_dict()
         return {k: _json_number(v) for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TrainingProgress:
+        """The record of :meth:`to_dict` (``TrainingProgress.from_dict(r.to_dict()).to_dict() ==
+        r.to_dict()``). What the history does not store reads as its default: ``last_iteration``
+        ``None``, ``fraction_done`` ``nan``, ``finished`` ``False``; so do fields an older history
+        lacks (numbers ``nan``, ``painted_pixels`` empty)."""
+        validation = data.get("validation")
+        return cls(iteration=int(data["iteration"]), last_iteration=None, loss=_number(data.get("loss")),
+                   error_rate=_number(data.get("error_rate")),
+                   learning_rate=_number(data.get("learning_rate")),
+                   elapsed_seconds=_number(data.get("elapsed_seconds")),
+                   samples_per_second=_number(data.get("samples_per_second")),
+                   validation=None if validation is None else ValidationMetrics.from_dict(validation),
+                   painted_pixels=tuple(int(n) for n in data.get("painted_pixels") or ()))
+
+
+_TRANSIENT = ("last_iteration", "fraction_done", "finished")  # about the run, not the model: not stored
+
+
+def class_scores(confusion: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-class IoU and Dice of a (K, K) confusion matrix (rows: truth, columns: prediction);
+    ``nan`` for a class that is neither present nor predicted."""
+    counts = np.asarray(confusion, dtype=np.float64)
+    tp = np.diag(counts)
+    fp, fn = counts.sum(0) - tp, counts.sum(1) - tp
+    union = tp + fp + fn
+    iou = tuple(float(t / u) if u > 0 else math.nan for t, u in zip(tp, union))
+    dice = tuple(float(2 * t / (u + t)) if u > 0 else math.nan for t, u in zip(tp, union))
+    return iou, dice
+
+
+def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
+    """(K, K) counts of pixels of class ``truth`` (0..K-1) predicted as ``predicted`` (0..K-1)."""
+    index = np.ravel(truth).astype(np.int64) * num_classes + np.ravel(predicted)
+    return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def _number(value: Any) -> float:
+    return math.nan if value is None else float(value)
+
+
+def _numbers(values: Any) -> tuple[float, ...]:
+    return tuple(_number(v) for v in values or ())
 
 
 def _json_number(value: Any) -> Any:
