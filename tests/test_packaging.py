@@ -164,9 +164,20 @@ def test_readme_and_ci_run_the_same_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "```bash\npip install tox && tox\n```" in readme
     assert "\npip install tox && tox\n" in ci
+    assert " libxcb-cursor0 " in ci  # Qt >= 6.5's xcb platform plugin does not load without it
     assert 'pip install ".[all]" && napari-deepseg demo --headless' in readme
     for image in re.findall(r"!\[[^]]*\]\(([^)]+)\)", readme):
         assert (ROOT / image).is_file(), image
+
+
+def test_pre_commit_runs_the_pinned_linters():
+    yaml = pytest.importorskip("yaml")
+    config = yaml.safe_load((ROOT / ".pre-commit-config.yaml").read_text())
+    revs = {repo["repo"].rsplit("/", 1)[-1]: repo.get("rev") for repo in config["repos"]}
+    hooks = {hook["id"] for repo in config["repos"] for hook in repo["hooks"]}
+    assert {"ruff-check", "ruff-format", "mypy", "napari-plugin-checks"} <= hooks
+    lint = _pyproject()["project"]["optional-dependencies"]["lint"]
+    assert f"ruff=={revs['ruff-pre-commit'].removeprefix('v')}" in lint
 
 
 @pytest.mark.slow
