@@ -48,7 +48,8 @@ def write_image(path: str | Path, data: np.ndarray) -> Path:
     if suffix in TIFF_SUFFIXES:
         import tifffile
 
-        tifffile.imwrite(path, data, compression="zlib")
+        # minisblack: a (..., 3, H, W) stack of probabilities is not an RGB image.
+        tifffile.imwrite(path, data, compression="zlib", photometric="minisblack")
     elif suffix == ".png":
         if data.ndim != 2 or data.dtype not in (np.uint8, np.uint16):
             raise ValueError(
