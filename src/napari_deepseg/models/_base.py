@@ -5,6 +5,7 @@ Every network maps images (N, C, H, W) of any H and W to logits (N, K, H, W) at 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar
 
 import torch
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ._blocks import upsample_like
-from .encoders import Encoder
+from .encoders import Encoder, build_encoder
 
 # (top, left, height, width) of the original image inside the padded one.
 CropBox = tuple[int, int, int, int]
@@ -33,14 +34,27 @@ class SegmentationNetwork(nn.Module):
     ----------
     encoder
         Feature maps per stage, shallow to deep (:class:`~napari_deepseg.models.encoders.Encoder`).
+    num_classes
+        K, the number of output channels.
     """
 
     # The deepest feature map of every encoder is at 1/32 of the padded input (1/16 when dilated).
     size_divisor: ClassVar[int] = 32
+    # Whether :meth:`build` asks for an encoder whose last stage is dilated (output stride 16).
+    dilated_encoder: ClassVar[bool] = False
 
-    def __init__(self, encoder: Encoder) -> None:
+    def __init__(self, encoder: Encoder, num_classes: int) -> None:
         super().__init__()
         self.encoder = encoder
+        self.num_classes = num_classes
+
+    @classmethod
+    def build(cls, *, num_classes: int, in_channels: int, encoder: str, pretrained: bool = False,
+              weights_path: str | Path | None = None) -> SegmentationNetwork:
+        """The network on a new ``encoder``; see :func:`~napari_deepseg.models.build_model`."""
+        backbone = build_encoder(encoder, in_channels=in_channels, pretrained=pretrained,
+                                 weights_path=weights_path, dilate_last_stage=cls.dilated_encoder)
+        return cls(backbone, num_classes)
 
     def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
         """Class scores (N, K, h, w) from the encoder's feature maps, at the padded size or a

@@ -1,6 +1,6 @@
 """Architectures are registered by name and built through one function.
 
-Every registered builder returns a :class:`~napari_deepseg.models._base.SegmentationNetwork`.
+Each is a :class:`~napari_deepseg.models._base.SegmentationNetwork` subclass, built by its ``build``.
 """
 
 from __future__ import annotations
@@ -8,10 +8,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from ._base import SegmentationNetwork
 
-Builder = Callable[..., SegmentationNetwork]
+Network = TypeVar("Network", bound=type[SegmentationNetwork])
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class ArchitectureSpec:
     encoders: tuple[str, ...]
     default_encoder: str
     hint: str  # one line for users choosing between architectures
-    builder: Builder
+    network: type[SegmentationNetwork]
     default_learning_rate: float = 1e-3
 
 
@@ -36,17 +37,18 @@ def register_architecture(
     default_encoder: str,
     hint: str,
     default_learning_rate: float = 1e-3,
-) -> Callable[[Builder], Builder]:
-    """Decorator that adds a builder to the registry; a duplicate name is an error."""
+) -> Callable[[Network], Network]:
+    """Class decorator that adds a :class:`SegmentationNetwork` subclass to the registry; a
+    duplicate name is an error."""
     if default_encoder not in encoders:
         raise ValueError(f"default encoder {default_encoder!r} is not among {encoders}")
 
-    def decorate(builder: Builder) -> Builder:
+    def decorate(network: Network) -> Network:
         if name in _ARCHITECTURES:
             raise ValueError(f"architecture {name!r} is already registered")
         _ARCHITECTURES[name] = ArchitectureSpec(name, display_name, tuple(encoders), default_encoder,
-                                                hint, builder, default_learning_rate)
-        return builder
+                                                hint, network, default_learning_rate)
+        return network
 
     return decorate
 
@@ -89,8 +91,8 @@ def build_model(
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if in_channels < 1:
         raise ValueError(f"in_channels must be >= 1, got {in_channels}")
-    return spec.builder(num_classes=num_classes, in_channels=in_channels, encoder=encoder,
-                        pretrained=pretrained, weights_path=weights_path)
+    return spec.network.build(num_classes=num_classes, in_channels=in_channels, encoder=encoder,
+                              pretrained=pretrained, weights_path=weights_path)
 
 
 def _load_builtin_architectures() -> None:

@@ -6,8 +6,6 @@ a light decoder fuses it with 1/4 features, so only two up-sampling steps are ne
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -15,7 +13,7 @@ from torch import nn
 from ._base import SegmentationNetwork
 from ._blocks import ConvBNReLU, upsample_like
 from ._registry import register_architecture
-from .encoders import Encoder, build_encoder
+from .encoders import Encoder
 
 ASPP_RATES: tuple[int, int, int] = (6, 12, 18)
 ASPP_CHANNELS = 256
@@ -63,17 +61,23 @@ class ASPP(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(torch.cat([branch(x) for branch in self.convs], dim=1))
+        projected: torch.Tensor = self.project(torch.cat([branch(x) for branch in self.convs], dim=1))
+        return projected
 
 
+@register_architecture("deeplabv3plus", display_name="DeepLabv3+", default_encoder="resnet50",
+                       encoders=("resnet50", "resnet34", "resnet101"),
+                       hint="Large, size-varying regions; more context, smoother boundaries, faster.")
 class DeepLabV3Plus(SegmentationNetwork):
     """DeepLabv3+; the input and output contract is :class:`SegmentationNetwork`'s.
 
     The classifier runs at 1/4 of the input; the base class up-samples its scores.
     """
 
+    dilated_encoder = True  # output stride 16: ASPP sees 1/16 features
+
     def __init__(self, encoder: Encoder, num_classes: int) -> None:
-        super().__init__(encoder)
+        super().__init__(encoder, num_classes)
         self.aspp = ASPP(encoder.out_channels[-1])
         # layer1 (1/4) provides the low-level detail.
         self.low_level_index = encoder.reductions.index(4)
@@ -88,25 +92,5 @@ class DeepLabV3Plus(SegmentationNetwork):
     def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
         low_level = self.low_level_project(features[self.low_level_index])
         context = upsample_like(self.aspp(features[-1]), low_level)
-        return self.classifier(self.decoder(torch.cat([context, low_level], dim=1)))
-
-
-@register_architecture(
-    "deeplabv3plus",
-    display_name="DeepLabv3+",
-    encoders=("resnet50", "resnet34", "resnet101"),
-    default_encoder="resnet50",
-    hint="Large, size-varying regions; more context, smoother boundaries, faster.",
-)
-def deeplabv3plus(
-    *,
-    num_classes: int,
-    in_channels: int,
-    encoder: str = "resnet50",
-    pretrained: bool = False,
-    weights_path: str | Path | None = None,
-) -> DeepLabV3Plus:
-    """Build a DeepLabv3+; see :func:`napari_deepseg.models.build_model` for the arguments."""
-    backbone = build_encoder(encoder, in_channels=in_channels, pretrained=pretrained,
-                             weights_path=weights_path, dilate_last_stage=True)
-    return DeepLabV3Plus(backbone, num_classes)
+        logits: torch.Tensor = self.classifier(self.decoder(torch.cat([context, low_level], dim=1)))
+        return logits

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from torchvision.models import resnet18, resnet34, resnet50, resnet101
-from torchvision.models.resnet import ResNet
+from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.models.vgg import cfgs, make_layers
 
 from ._pretrained import IMAGENET_WEIGHTS, check_encoder, pretrained_state_dict
@@ -182,7 +182,7 @@ def _load(module: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None
 
 def _init_like_torchvision_vgg(features: nn.Sequential) -> None:
     for m in features.modules():
-        if isinstance(m, nn.Conv2d):
+        if isinstance(m, nn.Conv2d) and m.bias is not None:  # VGG's convolutions all have one
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
             nn.init.zeros_(m.bias)
         elif isinstance(m, nn.BatchNorm2d):
@@ -193,9 +193,12 @@ def _init_like_torchvision_vgg(features: nn.Sequential) -> None:
 def _dilate_basic_layer(layer: nn.Sequential, dilation: int) -> None:
     # Stride 1 everywhere keeps the stage at the previous resolution; dilation keeps its receptive field.
     for block in layer:
+        assert isinstance(block, BasicBlock)
         for conv in (block.conv1, block.conv2):
             conv.stride = (1, 1)
             conv.dilation = (dilation, dilation)
             conv.padding = (dilation, dilation)
         if block.downsample is not None:
-            block.downsample[0].stride = (1, 1)
+            downsample = block.downsample[0]
+            assert isinstance(downsample, nn.Conv2d)
+            downsample.stride = (1, 1)

@@ -6,15 +6,13 @@ up-sampling, then up-sampled x8 to the input size. Simple and fast, with coarser
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ._base import SegmentationNetwork
 from ._registry import register_architecture
-from .encoders import Encoder, VGGEncoder, build_encoder
+from .encoders import Encoder, VGGEncoder
 
 
 def bilinear_kernel(channels: int, kernel_size: int) -> torch.Tensor:
@@ -48,11 +46,15 @@ class VGGTop(nn.Sequential):
         )
 
 
+# VGG16 has no BatchNorm: from scratch, Adam at 1e-3 kills its ReLUs and it predicts one class.
+@register_architecture("fcn8s", display_name="FCN-8s", default_encoder="vgg16", default_learning_rate=3e-4,
+                       encoders=("vgg16", "resnet50", "resnet101"),
+                       hint="Simplest and fastest; coarser boundaries.")
 class FCN8s(SegmentationNetwork):
     """FCN-8s; the input and output contract is :class:`SegmentationNetwork`'s."""
 
     def __init__(self, encoder: Encoder, num_classes: int) -> None:
-        super().__init__(encoder)
+        super().__init__(encoder, num_classes)
         # VGG gives its maps before pooling (1/4, 1/8, 1/16), so pool3/pool4 are pooled here and the
         # 1/32 map comes from pool5 + top; ResNet's layer2-4 already are at 1/8, 1/16, 1/32.
         self.pool_features = isinstance(encoder, VGGEncoder)
@@ -71,27 +73,5 @@ class FCN8s(SegmentationNetwork):
             f8, f16 = F.max_pool2d(f8, 2), F.max_pool2d(f16, 2)
         y = self.up32(self.score32(self.top(f32))) + self.score16(f16)
         y = self.up16(y) + self.score8(f8)
-        return self.up8(y)
-
-
-@register_architecture(
-    "fcn8s",
-    display_name="FCN-8s",
-    encoders=("vgg16", "resnet50", "resnet101"),
-    default_encoder="vgg16",
-    hint="Simplest and fastest; coarser boundaries.",
-    # VGG16 has no BatchNorm: from scratch, Adam at 1e-3 kills its ReLUs and it predicts one class.
-    default_learning_rate=3e-4,
-)
-def fcn8s(
-    *,
-    num_classes: int,
-    in_channels: int,
-    encoder: str = "vgg16",
-    pretrained: bool = False,
-    weights_path: str | Path | None = None,
-) -> FCN8s:
-    """Build an FCN-8s; see :func:`napari_deepseg.models.build_model` for the arguments."""
-    backbone = build_encoder(encoder, in_channels=in_channels, pretrained=pretrained,
-                             weights_path=weights_path)
-    return FCN8s(backbone, num_classes)
+        logits: torch.Tensor = self.up8(y)
+        return logits

@@ -8,7 +8,6 @@ structures such as nuclei.
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -16,7 +15,7 @@ from torch import nn
 from ._base import SegmentationNetwork
 from ._blocks import ConvBNReLU, upsample_like
 from ._registry import register_architecture
-from .encoders import Encoder, build_encoder
+from .encoders import Encoder
 
 # Modest widths, deepest first, to keep CPU training fast.
 DECODER_CHANNELS: tuple[int, ...] = (256, 128, 64, 32, 16)
@@ -35,14 +34,18 @@ class DecoderBlock(nn.Module):
             x = nn.functional.interpolate(x, scale_factor=2.0, mode="bilinear", align_corners=False)
         else:
             x = torch.cat([upsample_like(x, skip), skip], dim=1)
-        return self.convs(x)
+        refined: torch.Tensor = self.convs(x)
+        return refined
 
 
+@register_architecture("unet", display_name="U-Net", default_encoder="resnet34",
+                       encoders=("vgg16_bn", "resnet18", "resnet34", "resnet50"),
+                       hint="Fine structures such as nuclei; detailed, the default.")
 class UNet(SegmentationNetwork):
     """U-Net; the input and output contract is :class:`SegmentationNetwork`'s."""
 
     def __init__(self, encoder: Encoder, num_classes: int) -> None:
-        super().__init__(encoder)
+        super().__init__(encoder, num_classes)
         # The decoder starts at 1/32 whatever the encoder: VGG's last block is at 1/16, so its
         # output is pooled once more (as the reference implementations do) and becomes a skip.
         # Starting at 1/16 would run the 256-wide block at 1/8: ~30 % more FLOPs in total.
@@ -63,29 +66,9 @@ class UNet(SegmentationNetwork):
         features = list(features)
         if self.center_pool:
             features.append(nn.functional.max_pool2d(features[-1], 2))
-        skips: list[torch.Tensor | None] = list(features[:-1])[::-1]
+        skips: list[torch.Tensor | None] = [*reversed(features[:-1])]
         y = features[-1]
         for i, block in enumerate(self.decoder):
             y = block(y, skips[i] if i < len(skips) else None)
-        return self.head(y)
-
-
-@register_architecture(
-    "unet",
-    display_name="U-Net",
-    encoders=("vgg16_bn", "resnet18", "resnet34", "resnet50"),
-    default_encoder="resnet34",
-    hint="Fine structures such as nuclei; detailed, the default.",
-)
-def unet(
-    *,
-    num_classes: int,
-    in_channels: int,
-    encoder: str = "resnet34",
-    pretrained: bool = False,
-    weights_path: str | Path | None = None,
-) -> UNet:
-    """Build a U-Net; see :func:`napari_deepseg.models.build_model` for the arguments."""
-    backbone = build_encoder(encoder, in_channels=in_channels, pretrained=pretrained,
-                             weights_path=weights_path)
-    return UNet(backbone, num_classes)
+        logits: torch.Tensor = self.head(y)
+        return logits
