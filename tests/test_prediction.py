@@ -3,17 +3,13 @@ import pytest
 import torch
 
 from napari_deepseg import CompactProbabilities, apply_threshold
+from napari_deepseg.config import Precision
 from napari_deepseg.data.layout import to_slices
 from napari_deepseg.data.normalisation import Normalisation
 from napari_deepseg.models import build_model
-from napari_deepseg.prediction import (
-    TilingOptions,
-    blend_weights,
-    predict_compact,
-    predict_probabilities,
-    tile_layout,
-)
+from napari_deepseg.prediction import PredictionOptions, predict_compact, predict_probabilities
 from napari_deepseg.segmentation_model import SegmentationModel
+from napari_deepseg.tiling import TilingOptions, blend_weights, tile_layout
 
 
 def _probs(values) -> np.ndarray:
@@ -118,8 +114,8 @@ def test_tiled_equals_untiled_when_overlap_exceeds_the_receptive_field(unet):
     with torch.inference_mode():
         logits = unet(torch.from_numpy(norm.apply(image[None]))[None])
     untiled = logits.softmax(1)[0].numpy()
-    tiled = predict_probabilities(unet, to_slices(image), norm, 3,
-                                  tiling=TilingOptions(tile_size=384, overlap=352, batch_size=2))
+    options = PredictionOptions(TilingOptions(tile_size=384, overlap=352, batch_size=2))
+    tiled = predict_probabilities(unet, to_slices(image), norm, 3, options)
     assert tiled.shape == (3, 448, 416) and tiled.dtype == np.float32
     np.testing.assert_allclose(tiled, untiled, atol=1e-4)
 
@@ -128,9 +124,9 @@ def test_compact_streamed_prediction_matches_full_probabilities(unet):
     rng = np.random.default_rng(1)
     stack = rng.normal(size=(2, 150, 170)).astype(np.float32)
     norm = Normalisation(low=(-2.0,), high=(2.0,))
-    tiling = TilingOptions(tile_size=64, overlap=16, batch_size=3)
-    full = predict_probabilities(unet, to_slices(stack), norm, 3, tiling=tiling)
-    compact = predict_compact(unet, to_slices(stack), norm, 3, tiling=tiling)
+    options = PredictionOptions(TilingOptions(tile_size=64, overlap=16, batch_size=3))
+    full = predict_probabilities(unet, to_slices(stack), norm, 3, options)
+    compact = predict_compact(unet, to_slices(stack), norm, 3, options)
     assert full.shape == (3, 2, 150, 170)
     np.testing.assert_allclose(full.sum(0), 1.0, atol=1e-5)
     np.testing.assert_array_equal(compact.best_class, full.argmax(0) + 1)
@@ -163,6 +159,43 @@ def test_labels_streamed_into_a_memmap_equal_the_float_path(unet, tmp_path):
     assert returned is out
     np.testing.assert_array_equal(out, expected)
     np.testing.assert_array_equal(model.predict(stack, min_probability=level, **options), expected)
+
+
+def test_prediction_options_and_their_keyword_form(unet):
+    base = PredictionOptions(precision="fp32")
+    assert base.precision is Precision.FP32 and base.tiling == TilingOptions() and base.device is None
+    changed = base.replace(tile_size=64, overlap=16, device="cpu")
+    assert changed.tiling == TilingOptions(64, 16, 1) and changed.device == "cpu"
+    assert changed.precision is Precision.FP32 and base.tiling.tile_size == 1024  # base unchanged
+    with pytest.raises(TypeError, match=r"unknown prediction option\(s\) tilesize; known: tile_size"):
+        base.replace(tilesize=64)
+    with pytest.raises(ValueError, match="overlap must be in"):
+        base.replace(tile_size=64, overlap=64)
+    with pytest.raises(ValueError, match="'fp16' is not a valid Precision"):
+        PredictionOptions(precision="fp16")
+    model = SegmentationModel(unet, architecture="unet", encoder="resnet34", num_classes=3,
+                              normalisation=Normalisation(low=(0.0,), high=(1.0,)))
+    image = np.random.default_rng(4).random((100, 120)).astype(np.float32)
+    calls: list[tuple[int, int]] = []
+    options = PredictionOptions(TilingOptions(64, 16), precision="fp32", progress=lambda *a: calls.append(a))
+    np.testing.assert_array_equal(model.predict_proba(image, options),
+                                  model.predict_proba(image, tile_size=64, overlap=16, precision="fp32"))
+    assert calls[-1] == (6, 6) and len(calls) == 6  # 2 x 3 tiles of at most 64 px
+    np.testing.assert_array_equal(model.predict_compact(image, options, tile_size=1024).best_class,
+                                  model.predict_compact(image, precision="fp32").best_class)
+    with pytest.raises(TypeError, match="unknown prediction option"):
+        model.predict(image, tilesize=64)
+
+
+def test_the_network_moves_only_when_asked(unet):
+    model = SegmentationModel(unet, architecture="unet", encoder="resnet34", num_classes=3,
+                              normalisation=Normalisation(low=(0.0,), high=(1.0,)))
+    assert model.to("cpu") is model and model.device == torch.device("cpu")
+    # The functions below SegmentationModel never move a network: a mismatch is an error.
+    with pytest.raises(ValueError, match=r"the network is on cpu, not meta: move it first"):
+        predict_compact(unet, to_slices(np.zeros((40, 40), np.float32)), model.normalisation, 3,
+                        PredictionOptions(device="meta"))
+    assert model.device == torch.device("cpu")
 
 
 def test_streamed_labels_reject_an_output_that_does_not_fit(unet):

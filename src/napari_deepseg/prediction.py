@@ -6,90 +6,81 @@ handed to a sink, so memory is bounded by the tile batch, one band and the sink'
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 
-from ._device import autocast, eval_mode, use_channels_last
+from ._device import autocast, eval_mode, resolve_device, resolve_precision, use_channels_last
+from .config import Precision
 from .data.layout import SliceView
 from .data.normalisation import Normalisation
+from .tiling import AxisTiles
+from .tiling import TilingOptions as TilingOptions  # re-exported: part of PredictionOptions
+from .tiling import tile_layout as tile_layout  # re-exported for benchmarks/prediction.py
 
 # Called with (slice index, first row, probabilities (rows, W, K)) for each chunk of finished rows;
 # the chunk is a view into a buffer that is reused afterwards.
 BandSink = Callable[[int, int, np.ndarray], None]
 ProgressCallback = Callable[[int, int], None]  # (tiles done, tiles total)
+TILING_FIELDS = ("tile_size", "overlap", "batch_size")
 
 
 @dataclass(frozen=True)
-class TilingOptions:
-    """``tile_size`` pixels per side (images smaller than a tile are predicted whole),
-    ``overlap`` pixels shared by neighbouring tiles, ``batch_size`` tiles per forward pass."""
+class PredictionOptions:
+    """How the network is run over an image: tiling, device, precision and the run's callbacks.
 
-    # Measured on a 2-core AMX CPU (benchmarks/prediction.py): network throughput per pixel is
-    # flat from 256 to 1024-pixel tiles and batching does not raise it, while bigger tiles
-    # recompute less overlap (4096x4096: 1.28x the pixels at 1024, 1.89x at 512).
-    tile_size: int = 1024
-    overlap: int = 128
-    batch_size: int = 1
+    Attributes
+    ----------
+    tiling
+        Tile size, overlap and tiles per forward pass (:class:`TilingOptions`).
+    device
+        Where to run (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``); ``None``: where
+        the network is. :class:`SegmentationModel` moves its network there first
+        (``model.to(device)``); the functions here require the network to be there already.
+    precision
+        ``"auto"`` (bf16 autocast on CPUs with native bf16 units and on CUDA, else fp32),
+        ``"bf16"`` or ``"fp32"``.
+    progress
+        Called with (tiles done, tiles total) after every tile.
+    should_stop
+        Asked after every tile; returning true aborts with ``InterruptedError``.
+    """
+
+    tiling: TilingOptions = TilingOptions()
+    device: str | torch.device | None = None
+    precision: Precision | str = Precision.AUTO
+    progress: ProgressCallback | None = None
+    should_stop: Callable[[], bool] | None = None
 
     def __post_init__(self) -> None:
-        if self.tile_size < 32:
-            raise ValueError(f"tile_size must be at least 32, got {self.tile_size}")
-        if not 0 <= self.overlap < self.tile_size:
-            raise ValueError(
-                f"overlap must be in [0, tile_size), got {self.overlap} for tile {self.tile_size}")
-        if self.batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        object.__setattr__(self, "precision", Precision(self.precision))  # also accepts "bf16"
 
+    def replace(self, **changes: Any) -> PredictionOptions:
+        """A copy with some fields changed; ``tile_size``, ``overlap`` and ``batch_size`` change
+        the tiling, so ``options.replace(tile_size=512, precision="fp32")`` works."""
+        unknown = set(changes) - {f.name for f in fields(self)} - set(TILING_FIELDS)
+        if unknown:
+            known = ", ".join([*TILING_FIELDS, *(f.name for f in fields(self))])
+            raise TypeError(f"unknown prediction option(s) {', '.join(sorted(unknown))}; known: {known}")
+        tiling = {k: changes.pop(k) for k in TILING_FIELDS if k in changes}
+        if tiling:
+            changes["tiling"] = dataclasses.replace(changes.get("tiling", self.tiling), **tiling)
+        return dataclasses.replace(self, **changes)
 
-def tile_layout(length: int, tile: int, overlap: int) -> tuple[int, list[int]]:
-    """Tile length and start offsets covering ``length`` with at least ``overlap`` shared pixels.
-
-    Uses the fewest tiles of at most ``tile`` pixels, then shrinks them (to a multiple of 32) and
-    spreads them evenly, so no pixel is computed more often than the overlap requires.
-    """
-    if length <= tile:
-        return length, [0]
-    count = math.ceil((length - overlap) / (tile - overlap))
-    size = min(tile, -(-math.ceil((length + (count - 1) * overlap) / count) // 32) * 32)
-    step = (length - size) / (count - 1)
-    return size, [math.floor(i * step) for i in range(count - 1)] + [length - size]
-
-
-def blend_weights(tile: int, overlap: int, at_start: bool, at_end: bool) -> np.ndarray:
-    """1D blending weight of a tile: 1 in its core, a raised-cosine ramp across the overlap.
-
-    The outer quarter of the overlap at an inner edge gets weight 0, so pixels whose view was
-    cut by the tile border never count when a neighbour saw them whole; at the image border
-    the weight stays 1 because no other tile exists there.
-    """
-    w = np.ones(tile, dtype=np.float64)
-    if overlap > 0:
-        margin = overlap // 4
-        ramp_len = max(overlap - 2 * margin, 1)
-        ramp = 0.5 - 0.5 * np.cos(np.pi * (np.arange(ramp_len) + 0.5) / ramp_len)
-        edge = np.concatenate([np.zeros(margin), ramp])[:tile]
-        if not at_start:
-            w[: edge.size] = np.minimum(w[: edge.size], edge)
-        if not at_end:
-            w[tile - edge.size:] = np.minimum(w[tile - edge.size:], edge[::-1])
-    return w
-
-
-def _axis_weights(length: int, tile: int, overlap: int
-                  ) -> tuple[int, list[int], list[np.ndarray], np.ndarray]:
-    """Tile length, starts, each tile's 1D weights and their sum over the axis."""
-    size, starts = tile_layout(length, tile, overlap)
-    weights = [blend_weights(size, overlap, i == 0, i == len(starts) - 1).astype(np.float32)
-               for i in range(len(starts))]
-    total = np.zeros(length, np.float32)
-    for start, w in zip(starts, weights):
-        total[start:start + size] += w
-    return size, starts, weights, total
+    def device_for(self, module: torch.nn.Module) -> torch.device:
+        """The network's device, after checking that it is the one asked for."""
+        device = next(module.parameters()).device
+        if self.device is not None:
+            wanted = resolve_device(self.device)
+            if wanted.type != device.type or wanted.index not in (None, device.index):
+                raise ValueError(f"the network is on {device}, not {wanted}: move it first "
+                                 "(SegmentationModel.to)")
+        return device
 
 
 # Rows per chunk handed to the sink: keeps its temporaries small for very wide images.
@@ -102,38 +93,34 @@ def predict_bands(
     normalisation: Normalisation,
     num_classes: int,
     sink: BandSink,
-    *,
-    tiling: TilingOptions = TilingOptions(),
-    device: torch.device = torch.device("cpu"),
-    dtype: torch.dtype = torch.float32,
-    progress: ProgressCallback | None = None,
-    should_stop: Callable[[], bool] | None = None,
+    options: PredictionOptions = PredictionOptions(),
 ) -> None:
     """Run the network over every slice of ``view`` tile by tile and feed finished rows to ``sink``.
 
     Probabilities are accumulated classes-last (rows, W, K) so the per-pixel class reductions
     run over contiguous memory. In ``per_image`` mode the image's bounds are measured once over
-    the whole image, so every tile is scaled alike. The tile grid is a product of two 1D layouts,
-    so the sum of the blending weights at a pixel is the product of two 1D sums: no 2D weight map
-    is kept.
+    the whole image, so every tile is scaled alike.
     """
     data = view.data
     num_slices, _, height, width = data.shape
     normalisation = normalisation.for_image(data)  # per-image bounds over the whole image, not per tile
-    th, ys, wys, sum_y = _axis_weights(height, tiling.tile_size, tiling.overlap)
-    tw, xs, wxs, sum_x = _axis_weights(width, tiling.tile_size, tiling.overlap)
+    rows, cols = AxisTiles.along(height, options.tiling), AxisTiles.along(width, options.tiling)
+    th, ys, tw, xs = rows.size, rows.starts, cols.size, cols.starts
     total = num_slices * len(ys) * len(xs)
     done = 0
+    device = options.device_for(module)
+    dtype = resolve_precision(options.precision, device)
     channels_last = use_channels_last(device, dtype)
+    progress, should_stop = options.progress, options.should_stop
     with eval_mode(module), torch.inference_mode():
         for s in range(num_slices):
             band = np.zeros((th, width, num_classes), np.float32)
             for row, y0 in enumerate(ys):
                 tiles = [(i, np.asarray(data[s, :, y0:y0 + th, x0:x0 + tw])) for i, x0 in enumerate(xs)]
-                for i, probs in _forward_tiles(module, tiles, normalisation, tiling.batch_size,
+                for i, probs in _forward_tiles(module, tiles, normalisation, options.tiling.batch_size,
                                                device, dtype, channels_last):
-                    probs *= wys[row][:, None, None]
-                    probs *= wxs[i][None, :, None]
+                    probs *= rows.weights[row][:, None, None]
+                    probs *= cols.weights[i][None, :, None]
                     band[:, xs[i]:xs[i] + tw] += probs
                     done += 1
                     if progress is not None:
@@ -146,16 +133,17 @@ def predict_bands(
                 for r0 in range(0, finished, SINK_ROWS):
                     r1 = min(r0 + SINK_ROWS, finished)
                     chunk = band[r0:r1]
-                    chunk /= sum_y[y0 + r0:y0 + r1, None, None]
-                    chunk /= sum_x[None, :, None]
+                    chunk /= rows.total[y0 + r0:y0 + r1, None, None]
+                    chunk /= cols.total[None, :, None]
                     sink(s, y0 + r0, chunk)
                 rest = th - finished
                 band[:rest] = band[finished:]  # no overlap between the two when stride >= overlap
                 band[rest:] = 0
 
 
-def _forward_tiles(module, tiles, normalisation, batch_size, device, dtype,
-                   channels_last) -> Iterator[tuple[int, np.ndarray]]:
+def _forward_tiles(module: torch.nn.Module, tiles: list[tuple[int, np.ndarray]], normalisation: Normalisation,
+                   batch_size: int, device: torch.device, dtype: torch.dtype,
+                   channels_last: bool) -> Iterator[tuple[int, np.ndarray]]:
     """Softmax probabilities of each tile, classes last: (h, w, K) float32, writable."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for start in range(0, len(tiles), batch_size):
@@ -170,8 +158,8 @@ def _forward_tiles(module, tiles, normalisation, batch_size, device, dtype,
             yield index, p
 
 
-def predict_probabilities(module, view: SliceView, normalisation: Normalisation, num_classes: int,
-                          **kwargs) -> np.ndarray:
+def predict_probabilities(module: torch.nn.Module, view: SliceView, normalisation: Normalisation,
+                          num_classes: int, options: PredictionOptions = PredictionOptions()) -> np.ndarray:
     """Float32 probabilities (K, *leading_shape, H, W) for a whole image."""
     num_slices, _, height, width = view.data.shape
     out = np.empty((num_classes, num_slices, height, width), np.float32)
@@ -179,7 +167,7 @@ def predict_probabilities(module, view: SliceView, normalisation: Normalisation,
     def write(s: int, y0: int, chunk: np.ndarray) -> None:
         out[:, s, y0:y0 + chunk.shape[0]] = np.moveaxis(chunk, -1, 0)
 
-    predict_bands(module, view, normalisation, num_classes, write, **kwargs)
+    predict_bands(module, view, normalisation, num_classes, write, options)
     return out.reshape(num_classes, *view.leading_shape, height, width)
 
 
@@ -224,8 +212,8 @@ class CompactProbabilities:
         self.best_probability[index] = np.rint(np.clip(top, 0, 1) * 255)
 
 
-def predict_compact(module, view: SliceView, normalisation: Normalisation, num_classes: int,
-                    **kwargs) -> CompactProbabilities:
+def predict_compact(module: torch.nn.Module, view: SliceView, normalisation: Normalisation, num_classes: int,
+                    options: PredictionOptions = PredictionOptions()) -> CompactProbabilities:
     """Like :func:`predict_probabilities` but keeps only the compact result (2 bytes per pixel)."""
     num_slices, _, height, width = view.data.shape
     out = CompactProbabilities.empty((num_slices, height, width), num_classes)
@@ -233,14 +221,15 @@ def predict_compact(module, view: SliceView, normalisation: Normalisation, num_c
     def write(s: int, y0: int, chunk: np.ndarray) -> None:
         out.write(chunk, (s, slice(y0, y0 + chunk.shape[0])))
 
-    predict_bands(module, view, normalisation, num_classes, write, **kwargs)
+    predict_bands(module, view, normalisation, num_classes, write, options)
     shape = view.labels_shape
     return CompactProbabilities(out.best_class.reshape(shape), out.best_probability.reshape(shape),
                                 num_classes)
 
 
-def predict_labels(module, view: SliceView, normalisation: Normalisation, num_classes: int,
-                   out: Any, min_probability: float = 0.0, **kwargs) -> Any:
+def predict_labels(module: torch.nn.Module, view: SliceView, normalisation: Normalisation,
+                   num_classes: int, out: Any, min_probability: float = 0.0,
+                   options: PredictionOptions = PredictionOptions()) -> Any:
     """Thresholded labels written band by band into ``out`` (any array with numpy slicing of the
     image's spatial shape: numpy, ``np.memmap``, a memory-mapped TIFF, zarr). Nothing else of
     image size is held in memory, so the result can be larger than RAM."""
@@ -257,9 +246,10 @@ def predict_labels(module, view: SliceView, normalisation: Normalisation, num_cl
         labels = (best + 1).astype(out.dtype)
         if min_probability > 0:
             labels *= top >= min_probability
-        out[(*leading[s], slice(y0, y0 + chunk.shape[0]))] = labels
+        index = (*leading[s], slice(y0, y0 + chunk.shape[0]))
+        out[index] = labels
 
-    predict_bands(module, view, normalisation, num_classes, write, **kwargs)
+    predict_bands(module, view, normalisation, num_classes, write, options)
     return out
 
 
@@ -287,9 +277,10 @@ def apply_threshold(probabilities: np.ndarray | CompactProbabilities, min_probab
     if isinstance(probabilities, CompactProbabilities):
         level = math.ceil(float(min_probability) * 255 - 1e-9)
         if level <= 0:
-            return probabilities.best_class.copy()
+            return np.copy(probabilities.best_class)
         # A multiply by the bool mask keeps the dtype and is ~3x faster than np.where here.
-        return probabilities.best_class * (probabilities.best_probability >= level)
+        labels: np.ndarray = probabilities.best_class * (probabilities.best_probability >= level)
+        return labels
     probabilities = _check_probabilities(probabilities)
     best, top = _best_class(np.moveaxis(probabilities, 0, -1))
     labels = (best + 1).astype(label_dtype(probabilities.shape[0]))

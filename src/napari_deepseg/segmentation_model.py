@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from ._device import resolve_device, resolve_precision
-from .config import Precision, TrainingConfig
+from ._device import resolve_device
+from .config import TrainingConfig
 from .data.layout import SliceView, to_slices
 from .data.normalisation import Normalisation
 from .prediction import (
     CompactProbabilities,
-    ProgressCallback,
-    TilingOptions,
+    PredictionOptions,
     label_dtype,
     predict_compact,
     predict_labels,
     predict_probabilities,
 )
 
-DEFAULT_TILING = TilingOptions()
 REGION_CONTEXT = 96  # pixels around a predicted region that the network also sees (3 tiles of 32)
+
+
+def _with_keywords(options: PredictionOptions | None, keywords: dict[str, Any]) -> PredictionOptions:
+    # The keywords are the convenience form (``tile_size=512``) of single option fields.
+    return (options or PredictionOptions()).replace(**keywords)
 
 
 def _region_view(view: SliceView, region: tuple[int, int, int, int]) -> tuple[SliceView, tuple[slice, slice]]:
@@ -127,50 +130,39 @@ class SegmentationModel:
             raise ValueError(f"the image is empty (shape {tuple(np.shape(image))})")
         return view
 
-    def _prediction_kwargs(self, tile_size: int = DEFAULT_TILING.tile_size,
-                           overlap: int = DEFAULT_TILING.overlap, batch_size: int = DEFAULT_TILING.batch_size,
-                           device: str | None = None, precision: Precision | str = Precision.AUTO,
-                           progress: ProgressCallback | None = None,
-                           should_stop: Callable[[], bool] | None = None) -> dict[str, Any]:
-        target = resolve_device(device) if device else self.device
-        self.module.to(target)
-        return dict(tiling=TilingOptions(tile_size, overlap, batch_size), device=target,
-                    dtype=resolve_precision(precision, target), progress=progress, should_stop=should_stop)
+    def to(self, device: str | torch.device) -> SegmentationModel:
+        """Move the network to ``device`` (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``).
 
-    def predict_proba(
-        self,
-        image: Any,
-        *,
-        channel_axis: int | None = None,
-        tile_size: int = DEFAULT_TILING.tile_size,
-        overlap: int = DEFAULT_TILING.overlap,
-        batch_size: int = DEFAULT_TILING.batch_size,
-        device: str | None = None,
-        precision: Precision | str = Precision.AUTO,
-        progress: ProgressCallback | None = None,
-        should_stop: Callable[[], bool] | None = None,
-    ) -> np.ndarray:
+        Returns the model itself, as ``nn.Module.to`` does.
+        """
+        self.module.to(resolve_device(device))
+        return self
+
+    def predict_proba(self, image: Any, options: PredictionOptions | None = None, *,
+                      channel_axis: int | None = None, **keywords: Any) -> np.ndarray:
         """Per-class probabilities, float32 of shape (K, *spatial): (K, H, W) for a 2D image,
-        (K, Z, H, W) for a stack (predicted slice by slice). Tiled with overlap and smooth blending."""
+        (K, Z, H, W) for a stack (predicted slice by slice). Tiled with overlap and smooth blending.
+
+        ``options`` say how the network runs (:class:`PredictionOptions`: tiling, device,
+        precision, progress and stop callbacks); keywords change single fields of it, e.g.
+        ``tile_size=512, precision="fp32"``. With a ``device`` the network is first moved there
+        (:meth:`to`) and stays there.
+        """
         view = self.view(image, channel_axis)
-        kwargs = self._prediction_kwargs(tile_size, overlap, batch_size, device, precision, progress,
-                                         should_stop)
-        return predict_probabilities(self.module, view, self.normalisation, self.num_classes, **kwargs)
+        options = _with_keywords(options, keywords)
+        if options.device is not None:
+            self.to(options.device)
+        return predict_probabilities(self.module, view, self.normalisation, self.num_classes, options)
 
     def predict_compact(
         self,
         image: Any,
+        options: PredictionOptions | None = None,
         *,
         channel_axis: int | None = None,
         region: tuple[int, int, int, int] | None = None,
         image_normalisation: Normalisation | None = None,
-        tile_size: int = DEFAULT_TILING.tile_size,
-        overlap: int = DEFAULT_TILING.overlap,
-        batch_size: int = DEFAULT_TILING.batch_size,
-        device: str | None = None,
-        precision: Precision | str = Precision.AUTO,
-        progress: ProgressCallback | None = None,
-        should_stop: Callable[[], bool] | None = None,
+        **keywords: Any,
     ) -> CompactProbabilities:
         """Like :meth:`predict_proba` but returns the compact (2 bytes/pixel) result that
         :func:`apply_threshold` re-thresholds instantly; never holds the float probabilities whole.
@@ -182,29 +174,33 @@ class SegmentationModel:
         bounds again when the same image is predicted repeatedly.
         """
         view = self.view(image, channel_axis)
-        kwargs = self._prediction_kwargs(tile_size, overlap, batch_size, device, precision, progress,
-                                         should_stop)
+        options = _with_keywords(options, keywords)
+        if options.device is not None:
+            self.to(options.device)
         normalisation = image_normalisation or self.normalisation.for_image(view.data)
         if region is None:
-            return predict_compact(self.module, view, normalisation, self.num_classes, **kwargs)
+            return predict_compact(self.module, view, normalisation, self.num_classes, options)
         crop_view, inner = _region_view(view, region)
-        full = predict_compact(self.module, crop_view, normalisation, self.num_classes, **kwargs)
+        full = predict_compact(self.module, crop_view, normalisation, self.num_classes, options)
         return CompactProbabilities(full.best_class[inner], full.best_probability[inner], self.num_classes)
 
-    def predict(self, image: Any, *, min_probability: float = 0.0, out: Any = None,
-                channel_axis: int | None = None, **kwargs: Any) -> np.ndarray:
+    def predict(self, image: Any, options: PredictionOptions | None = None, *, min_probability: float = 0.0,
+                out: Any = None, channel_axis: int | None = None, **keywords: Any) -> np.ndarray:
         """Labels 0..K: the most probable class where its probability reaches ``min_probability``.
 
         ``out``: an integer array of the image's spatial shape to write the labels into band by
         band (numpy, ``np.memmap``, a memory-mapped TIFF, zarr), for images larger than memory;
-        it is returned. Other keywords as for :meth:`predict_proba`.
+        it is returned. ``options`` and keywords as for :meth:`predict_proba`.
         """
         view = self.view(image, channel_axis)
+        options = _with_keywords(options, keywords)
+        if options.device is not None:
+            self.to(options.device)
         if out is None:
             out = np.empty(view.labels_shape, label_dtype(self.num_classes))
-        options = self._prediction_kwargs(**kwargs)
-        return predict_labels(self.module, view, self.normalisation, self.num_classes, out,
-                              min_probability, **options)
+        labels: np.ndarray = predict_labels(self.module, view, self.normalisation, self.num_classes, out,
+                                            min_probability, options)
+        return labels
 
     def save(self, path: str | Path) -> Path:
         """Write one self-describing file (safetensors weights + JSON metadata, no pickle)."""
