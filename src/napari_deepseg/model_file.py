@@ -1,21 +1,32 @@
 """One-file model format: safetensors weights with JSON metadata; nothing is ever unpickled.
 
 The header's metadata holds ``format`` (always ``napari-deepseg``), ``format_version``, the
-JSON description of the model and a SHA-256 of the weights, so a foreign, truncated or
-tampered file is refused with a message that names it.
+JSON description of the model and SHA-256 digests of that description and of the weights, so a
+foreign, truncated or tampered file is refused with a message that names it.
+
+Reading goes through ``_safetensors_io``, which bounds every size before reading it; the tensor
+table is then checked against the architecture built on the ``meta`` device (which allocates
+nothing) before the weights are read. Saving is atomic: a failed save leaves the file as it was.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
 
+from ._safetensors_io import (
+    ModelFileError,
+    file_error,
+    open_regular,
+    parse_json,
+    read_header,
+    read_tensors,
+    write_atomically,
+)
 from .config import TrainingConfig
 from .data.normalisation import Normalisation
 
@@ -24,10 +35,14 @@ if TYPE_CHECKING:
 
 FORMAT_NAME = "napari-deepseg"
 FORMAT_VERSION = 1
+SUPPORTED_VERSIONS = (1,)
+
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ModelFileError", "ModelSaveError", "load_model", "read_metadata",
+           "save_model", "weights_digest"]
 
 
-class ModelFileError(ValueError):
-    """A model file that cannot be used; the message names the file and says why."""
+class ModelSaveError(OSError):
+    """Saving failed; the file at the path is as it was and the model is still in memory."""
 
 
 def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
@@ -35,19 +50,23 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
     for key in sorted(state_dict):
         tensor = state_dict[key].detach().cpu().contiguous()
         digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # the buffer itself, no copy
     return digest.hexdigest()
 
 
 def save_model(model: SegmentationModel, path: str | Path) -> Path:
-    """Write ``model`` to ``path`` atomically (an existing file is replaced only on success)."""
-    from safetensors.torch import save_file
+    """Write ``model`` to ``path`` atomically: the previous file there is replaced only on success.
+
+    Raises :class:`ModelSaveError` (an ``OSError``) naming the path when the disk is full, the
+    folder is not writable, ...; no temporary file is left behind.
+    """
+    from safetensors.torch import save
 
     from . import __version__
 
     path = Path(path)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.module.state_dict().items()}
-    description = {
+    description = json.dumps({
         "architecture": model.architecture,
         "encoder": model.encoder,
         "num_classes": model.num_classes,
@@ -58,89 +77,133 @@ def save_model(model: SegmentationModel, path: str | Path) -> Path:
         "history": model.history,
         "napari_deepseg_version": __version__,
         "torch_version": torch.__version__,
-    }
-    metadata = {
-        "format": FORMAT_NAME,
-        "format_version": str(FORMAT_VERSION),
-        "model": json.dumps(description),
-        "weights_sha256": weights_digest(state),
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    os.close(fd)
+    })
+    metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "model": description,
+                "model_sha256": hashlib.sha256(description.encode()).hexdigest(),
+                "weights_sha256": weights_digest(state)}
+    data = save(state, metadata=metadata)
+    del state
     try:
-        save_file(state, tmp, metadata=metadata)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, data)
+    except OSError as err:
+        failure = ModelSaveError(
+            f"could not save the model to {str(path)!r}: {err.strerror or err}. The file there (if any) "
+            "was left as it was and the model is still in memory: free some space or choose another "
+            "folder, then save again")
+        failure.errno = err.errno
+        raise failure from err
     return path
 
 
 def read_metadata(path: str | Path) -> dict[str, Any]:
     """The model description stored in ``path`` (no weights are read), validated."""
-    from safetensors import safe_open
-
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"model file {str(path)!r} does not exist")
-    try:
-        with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-    except Exception as err:  # safetensors raises its own error types for bad headers
-        raise ModelFileError(
-            f"{str(path)!r} is not a napari-deepseg model file (unreadable header: {err}); it may be "
-            "truncated or a different kind of file") from None
-    if metadata.get("format") != FORMAT_NAME:
-        raise ModelFileError(f"{str(path)!r} is a safetensors file but not a napari-deepseg model")
-    try:
-        version = int(metadata.get("format_version", ""))
-        description = json.loads(metadata["model"])
-    except (ValueError, KeyError) as err:
-        raise ModelFileError(f"{str(path)!r} has damaged metadata ({err})") from None
-    if version > FORMAT_VERSION:
-        raise ModelFileError(
-            f"{str(path)!r} was written by a newer napari-deepseg (format {version}); please upgrade")
-    description["weights_sha256"] = metadata.get("weights_sha256")
-    return description
+    with open_regular(path) as (f, size):
+        metadata, _ = read_header(f, path, size)
+    return _description(path, metadata)
 
 
 def load_model(path: str | Path, *, device: str = "cpu") -> SegmentationModel:
     """Rebuild the network through the registry and load its weights; refuses anything suspicious."""
-    from safetensors.torch import load_file
-
     from ._device import resolve_device
-    from .models import build_model
     from .segmentation_model import SegmentationModel
 
     path = Path(path)
-    description = read_metadata(path)
+    with open_regular(path) as (f, size):
+        metadata, table = read_header(f, path, size)
+        description = _description(path, metadata)
+        module = _build_on_meta(path, description)
+        _check_table(path, table, module.state_dict())
+        state = read_tensors(f, path, table)
+    expected = description["weights_sha256"]
+    if expected is not None and weights_digest(state) != expected:
+        raise file_error(path, "has been modified or damaged: its weights do not match their checksum")
+    bad = [key for key, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise file_error(path, f"holds NaN or infinite weights ({', '.join(bad[:3])}); the training that "
+                               "wrote it diverged or the file is damaged")
     try:
-        state = load_file(str(path), device="cpu")
-    except Exception as err:
-        raise ModelFileError(f"{str(path)!r} is truncated or corrupt: {err}") from None
-    if weights_digest(state) != description["weights_sha256"]:
-        raise ModelFileError(f"{str(path)!r} has been modified or damaged: its weights do not match "
-                             "their checksum")
-    try:
-        normalisation = Normalisation.from_dict(description["normalisation"])
-        module = build_model(description["architecture"], num_classes=int(description["num_classes"]),
-                             in_channels=int(description["in_channels"]), encoder=description["encoder"],
-                             pretrained=False)
+        persistent = set(state)
+        if all(name in persistent for name, _ in module.named_buffers()):
+            module = module.to_empty(device="cpu")  # every value is overwritten just below
+        else:  # a buffer the file does not hold must keep the value the builder gives it
+            module = _build(description)
         module.load_state_dict(state, strict=True)
         # Files written before these options existed trained with dataset bounds and no averaging.
         config = TrainingConfig.from_dict({"normalisation": "dataset", "ema_decay": 0.0,
                                            **description["config"]})
-    except (KeyError, TypeError, ValueError, RuntimeError) as err:
-        raise ModelFileError(f"{str(path)!r} does not describe a usable model: {err}") from None
+        normalisation = Normalisation.from_dict(description["normalisation"])
+        model = SegmentationModel(
+            module, architecture=description["architecture"], encoder=description["encoder"],
+            num_classes=description["num_classes"], normalisation=normalisation,
+            class_names=description["class_names"], config=config, history=description["history"])
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
+        raise file_error(path, f"does not describe a usable model: {err}") from None
+    if model.in_channels != description["in_channels"]:
+        raise file_error(path, "does not describe a usable model: its normalisation has "
+                               f"{model.in_channels} channels, its network {description['in_channels']}")
     module.to(resolve_device(device)).eval()
-    return SegmentationModel(
-        module,
-        architecture=description["architecture"],
-        encoder=description["encoder"],
-        num_classes=int(description["num_classes"]),
-        normalisation=normalisation,
-        class_names=description.get("class_names"),
-        config=config,
-        history=description.get("history") or [],
-    )
+    return model
+
+
+_FIELDS = {"architecture": str, "encoder": str, "num_classes": int, "in_channels": int,
+           "class_names": list, "normalisation": dict, "config": dict, "history": list}
+
+
+def _description(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
+    if metadata.get("format") != FORMAT_NAME:
+        raise file_error(path, "is a safetensors file but not a napari-deepseg model")
+    version = metadata.get("format_version", "")
+    if not version.isdigit() or int(version) not in SUPPORTED_VERSIONS:
+        newer = version.isdigit() and int(version) > FORMAT_VERSION
+        hint = "; please upgrade napari-deepseg" if newer else ""
+        raise file_error(path, f"has model format version {version[:20]!r}; this napari-deepseg reads "
+                               f"version {FORMAT_VERSION}{hint}")
+    text = metadata.get("model", "")
+    expected = metadata.get("model_sha256")  # absent from files written before it was added
+    if expected is not None and hashlib.sha256(text.encode()).hexdigest() != expected:
+        raise file_error(path, "has been modified or damaged: its description does not match its checksum")
+    description = parse_json(path, text, "has damaged metadata: the model description")
+    if not isinstance(description, dict):
+        raise file_error(path, "has damaged metadata: the model description is no JSON object")
+    description.setdefault("class_names", None)
+    description["history"] = description.get("history") or []
+    for name, kind in _FIELDS.items():
+        value = description.get(name)
+        if not (isinstance(value, kind) and not isinstance(value, bool)) and not (
+                name == "class_names" and value is None):
+            raise file_error(path, f"has damaged metadata: {name!r} is {type(value).__name__}, not "
+                                   f"{kind.__name__}")
+    if not all(isinstance(r, dict) and type(r.get("iteration")) is int for r in description["history"]):
+        raise file_error(path, "has damaged metadata: a training-history record has no iteration number")
+    description["weights_sha256"] = metadata.get("weights_sha256")
+    return description
+
+
+def _build(description: dict[str, Any]) -> torch.nn.Module:
+    from .models import build_model
+
+    return build_model(description["architecture"], num_classes=description["num_classes"],
+                       in_channels=description["in_channels"], encoder=description["encoder"],
+                       pretrained=False)
+
+
+def _build_on_meta(path: Path, description: dict[str, Any]) -> torch.nn.Module:
+    try:
+        with torch.device("meta"):  # shapes and dtypes only: a claimed 10**9 classes costs nothing
+            return _build(description)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as err:
+        raise file_error(path, f"does not describe a usable model: {err}") from None
+
+
+def _check_table(path: Path, table: dict[str, Any], expected: dict[str, torch.Tensor]) -> None:
+    missing = sorted(set(expected) - set(table))
+    unexpected = sorted(set(table) - set(expected))
+    wrong = [f"{k} is {table[k][0]} {list(table[k][1])}, expected {v.dtype} {list(v.shape)}"
+             for k, v in expected.items() if k in table and (table[k][0], table[k][1]) != (v.dtype, v.shape)]
+    problems = ([f"missing {', '.join(missing[:3])}"] if missing else []) + (
+        [f"unexpected {', '.join(unexpected[:3])}"] if unexpected else []) + wrong[:3]
+    if problems:
+        raise file_error(path, f"does not fit its architecture: {'; '.join(problems)}"
+                               f"{' ...' if len(missing) + len(unexpected) + len(wrong) > 3 else ''}")
