@@ -16,8 +16,8 @@ TRAINING_LIMITS = [
     ("regularisation_weight", [0.0], [-1e-9, math.nan]),
     ("validation_fraction", [0.0, 0.99], [1.0, -0.01]),
     ("labelled_patch_fraction", [0.0, 1.0], [1.01, -0.01]),
-    ("weight_decay", [0.0], [-1e-6]),
-    ("dice_weight", [0.0], [-0.1]),
+    ("weight_decay", [0.0], [-1e-6, math.nan]),
+    ("dice_weight", [0.0], [-0.1, math.nan]),
     ("normalisation", ["per_image", "dataset"], ["global", ""]),
     ("optimizer", ["adam", "adamw", "sgd"], ["rmsprop"]),
     ("schedule", ["constant", "cosine", "step"], ["linear"]),
@@ -33,6 +33,8 @@ AUGMENTATION_LIMITS = [
     ("hue", [0.0, 0.5], [0.51, -0.01]),
     ("saturation", [0.0], [-0.1]),
     ("noise_std", [0.0], [-0.01]),
+    ("gamma", [0.0, 2.0], [-0.1, math.nan]),
+    ("overexposure", [0.0, 0.99], [1.0, -0.1]),
 ]
 
 

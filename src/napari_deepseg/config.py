@@ -148,8 +148,9 @@ class TrainingConfig:
         if not 0 <= self.labelled_patch_fraction <= 1:
             raise ValueError(
                 f"labelled_patch_fraction must be in [0, 1], got {self.labelled_patch_fraction!r}")
-        if self.weight_decay < 0 or self.dice_weight < 0:
-            raise ValueError("weight_decay and dice_weight must be >= 0")
+        for name in ("weight_decay", "dice_weight"):
+            if not getattr(self, name) >= 0:  # also refuses NaN
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
 
     @property
     def until_stopped(self) -> bool:
