@@ -9,6 +9,7 @@ from matplotlib.colors import to_hex
 
 from napari_deepseg._qt.loss_plot import LossPlot
 from napari_deepseg.training.events import TrainingProgress, ValidationMetrics
+from napari_deepseg.training.history import COLUMNS, smooth
 
 
 def record(i: int, *, validation: bool = False) -> TrainingProgress:
@@ -46,9 +47,10 @@ def test_append_and_switch_metric(plot):
     assert "%" in plot.last_value_label.text()
     assert plot.axes.get_ylim()[0] == 0 and plot.axes.get_ylim()[1] >= 25
     # the smoothed curve follows, lagging behind a decreasing series
-    smooth = np.asarray(plot.smooth_line.get_ydata())
-    assert smooth[0] == pytest.approx(100 * records[0].error_rate)  # debiased: starts on the data
-    assert smooth[-1] > 100 * records[-1].error_rate
+    smoothed = np.asarray(plot.smooth_line.get_ydata())
+    assert smoothed[0] == pytest.approx(100 * records[0].error_rate)  # debiased: starts on the data
+    assert smoothed[-1] > 100 * records[-1].error_rate
+    assert smoothed == pytest.approx(smooth(100 * r.error_rate for r in records))  # the one smoothing
 
 
 def test_redraws_are_throttled(plot, qtbot):
@@ -116,12 +118,15 @@ def test_export(plot, tmp_path):
     csv_path, png_path = tmp_path / "loss.csv", tmp_path / "loss.png"
     plot.export_csv(str(csv_path))
     with open(csv_path, newline="") as f:
-        rows = list(csv.reader(f))
-    assert rows[0] == ["iteration", "loss", "error_rate", "learning_rate", "val_mean_iou"]
-    assert len(rows) == 6
-    assert [int(r[0]) for r in rows[1:]] == [1, 2, 3, 4, 5]
-    assert float(rows[2][1]) == pytest.approx(0.5) and float(rows[2][2]) == pytest.approx(0.5 / 3)
-    assert rows[1][4] == "" and float(rows[5][4]) == pytest.approx((0.505 + 0.7) / 2)
+        rows = list(csv.DictReader(f))
+    assert tuple(rows[0]) == COLUMNS  # the CLI's loss.csv layout
+    assert [int(r["iteration"]) for r in rows] == [1, 2, 3, 4, 5]
+    assert float(rows[1]["loss"]) == pytest.approx(0.5)
+    assert float(rows[1]["error_rate"]) == pytest.approx(0.5 / 3)
+    plot.flush()
+    assert [float(r["loss_smoothed"]) for r in rows] == pytest.approx(list(plot.smooth_line.get_ydata()))
+    assert rows[0]["val_mean_iou"] == ""
+    assert float(rows[4]["val_mean_iou"]) == pytest.approx((0.505 + 0.7) / 2)
 
     plot.export_png(str(png_path))
     data = png_path.read_bytes()
@@ -156,7 +161,11 @@ def test_shows_and_paints(plot, qtbot):
     plot.show()
     qtbot.waitExposed(plot)
     qtbot.wait(150)
-    assert not plot.grab().isNull()
+    image = plot.grab().toImage()
+    pixels = np.array([image.pixelColor(x, y).getRgb()[:3] for x in range(image.width())
+                       for y in range(image.height())])
+    curve = np.array([0x6E, 0xA8, 0xFE])  # the dark theme's curve colour (antialiased: nearly)
+    assert (np.abs(pixels - curve).max(axis=1) < 30).sum() > 50
     assert plot.redraw_count >= 2 and "val\u00a0mIoU" in plot.last_value_label.text()
 
 

@@ -275,6 +275,45 @@ def test_uncertainty_layer_and_where_next_without_the_network(qtbot, viewer_and_
         np.testing.assert_array_equal(layer_.data, copy)
 
 
+def test_model_info_of_a_model_trained_with_validation(qtbot, make_napari_viewer, store):
+    image, strokes = sample_data.load_fluorescence_sample()
+    config = TrainingConfig(pretrained=False, iterations=3, patch_size=64, batch_size=2,
+                            validation_fraction=0.25, precision="fp32", device="cpu")
+    trainer = Trainer(image, strokes, config, class_names=CLASS_NAMES)
+    last = list(trainer.run())[-1]  # the typed record, not the stored dict the widget reads
+    assert last.validation is not None and 0 <= last.validation.mean_iou <= 1
+    store.publish("validated", trainer.model)
+    _, widget = make_napari_viewer().window.add_plugin_dock_widget("napari-deepseg", "Predict")
+    assert widget.model_combo.currentText() == "validated"
+    assert widget.model_info.text() == (
+        "Architecture: unet (encoder resnet34)\nClasses: 1 background, 2 nucleus\nInput channels: 1\n"
+        f"Training: 3 iterations, last loss {last.loss:.3g}, validation mIoU {last.validation.mean_iou:.2f}")
+    assert widget.model_info.toolTip() == (
+        "unet (resnet34), 2 classes [background, nucleus], 1 input channel(s), 3 iterations, "
+        f"last loss {last.loss:.3g}, validation mIoU {last.validation.mean_iou:.2f}")
+
+
+def test_a_result_hides_the_training_preview_of_its_image(qtbot, viewer_and_widget):
+    from napari_deepseg._qt._train_preview import PreviewLayer
+
+    viewer, widget = viewer_and_widget
+    image_layer = _add_sample(viewer)
+    other = viewer.add_image(np.zeros((32, 32), np.float32), name="other")
+    previews = [PreviewLayer(viewer, layer, viewer.layers["strokes"], 2) for layer in (image_layer, other)]
+    for preview in previews:  # as the Train widget makes them at Start
+        preview.create_empty((32, 32))
+        preview.layer.data = np.ones((32, 32), np.uint8)
+    assert widget.image_combo.currentText() == "fluo" and widget.status_label.text() == ""
+    _predict(qtbot, widget)
+    assert not previews[0].layer.visible and previews[1].layer.visible  # another image's preview stays
+    assert widget.status_label.text() == (
+        "Segmented 'fluo' into 'fluo segmentation'. Hid the training preview 'fluo preview' (its eye in "
+        "the layer list shows it again).")
+    assert widget.result_layer.visible
+    _predict(qtbot, widget)  # already hidden: nothing more to say
+    assert widget.status_label.text() == "Segmented 'fluo' into 'fluo segmentation'."
+
+
 def test_model_text_reports_the_validation_miou():
     from types import SimpleNamespace
 

@@ -1,14 +1,14 @@
-"""What the Predict widget runs in its worker, and how it describes a model; no Qt here."""
+"""What the Predict widget runs in its worker, and the texts it shows; no Qt here."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import numpy as np
 
 from ..prediction import CompactProbabilities
 from ..segmentation_model import SegmentationModel
+from ..training.history import describe
 
 
 def predict_image(model: SegmentationModel, data: Any, channel_axis: int | None, with_probabilities: bool,
@@ -21,16 +21,29 @@ def predict_image(model: SegmentationModel, data: Any, channel_axis: int | None,
     return model.predict_compact(data, **options), None
 
 
-def model_text(model: SegmentationModel) -> str:
+def model_text(model: SegmentationModel | None) -> str:
     """Architecture, classes, channels and how far it was trained, for the widget's info label."""
+    if model is None:
+        return "No model: train one in the Train widget or load a model file."
     classes = ", ".join(f"{k} {name}" for k, name in enumerate(model.class_names, start=1))
-    last = model.history[-1] if model.history else {}
-    training = f"{model.iterations_trained} iterations" if last else "not trained yet"
-    if last.get("loss") is not None:
-        training += f", last loss {last['loss']:.3g}"
-    validation = next((r["validation"] for r in reversed(model.history) if r.get("validation")), {})
-    ious = [v for v in validation.get("iou") or [] if v is not None and math.isfinite(v)]
-    if ious:  # the history stores per-class IoU (None for a class without held-out pixels)
-        training += f", validation mIoU {sum(ious) / len(ious):.2f}"
     return (f"Architecture: {model.architecture} (encoder {model.encoder})\nClasses: {classes}\n"
-            f"Input channels: {model.in_channels}\nTraining: {training}")
+            f"Input channels: {model.in_channels}\nTraining: {describe(model.history)}")
+
+
+def result_text(image: str, result: str, hidden_preview: str | None) -> str:
+    """The status line after a prediction of layer ``image`` into layer ``result``."""
+    text = f"Segmented '{image}' into '{result}'."
+    if hidden_preview:
+        text += f" Hid the training preview '{hidden_preview}' (its eye in the layer list shows it again)."
+    return text
+
+
+def error_text(error: BaseException) -> str | None:
+    """What to tell the user about a failed prediction; ``None`` for an unexpected error (a bug)."""
+    if isinstance(error, MemoryError) or "out of memory" in str(error).lower():  # torch OOM too
+        return (f"Not enough memory to predict this image ({error}). Close other programs, turn off "
+                "per-class probabilities, or predict a smaller image or crop.")
+    if isinstance(error, (ValueError, TypeError)):
+        return (f"Cannot predict: {error}. Pick an image like the ones the model was trained on or a "
+                "model trained on images like this one.")
+    return None

@@ -3,12 +3,12 @@
 Records arrive once per iteration; drawing is throttled to at most ten frames a second so a
 fast training loop never floods the GUI thread. The markers on the right axis (validation mIoU,
 preview stability) come from the averaged weights: the model the user gets, not the one the
-optimizer is stepping.
+optimizer is stepping. The smoothing and the exported CSV are those of
+:mod:`napari_deepseg.training.history`, as in the CLI's ``loss.csv``.
 """
 
 from __future__ import annotations
 
-import csv
 import math
 import weakref
 from typing import TYPE_CHECKING, Any
@@ -20,6 +20,8 @@ from qtpy import QtWidgets
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMenu, QToolButton, QVBoxLayout, QWidget
 
+from ..training import history
+
 if TYPE_CHECKING:
     import napari
     from qtpy.QtGui import QAction
@@ -30,7 +32,6 @@ __all__ = ["LossPlot"]
 
 LOSS, ERROR_RATE = "Loss", "Error rate"
 REDRAW_INTERVAL_MS = 100  # at most ~10 redraws per second
-SMOOTHING = 0.9  # EMA weight of the past (TensorBoard-style, debiased)
 # Curve colours per theme type: napari's own accents are too dim on its dark background.
 _CURVE = {"dark": ("#6ea8fe", "#f0b429"), "light": ("#1f5fbf", "#b86e00")}
 
@@ -49,7 +50,6 @@ class LossPlot(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._reset()
-        self._dirty = False
         self.redraw_count = 0  # how often the lines were actually updated (tests, profiling)
 
         self.figure = Figure(figsize=(4, 2.5), dpi=100, layout="constrained")
@@ -101,7 +101,8 @@ class LossPlot(QWidget):
         layout.addLayout(bar)
         layout.addWidget(self.canvas, 1)
 
-        self._timer = QTimer(self, singleShot=True, interval=REDRAW_INTERVAL_MS, timeout=self._on_timer)
+        # Started by the first record after a draw: any number of appends cost one draw.
+        self._timer = QTimer(self, singleShot=True, interval=REDRAW_INTERVAL_MS, timeout=self._redraw)
 
         self.apply_theme(viewer.theme if viewer is not None else "dark")
         if viewer is not None:
@@ -114,11 +115,11 @@ class LossPlot(QWidget):
     @property
     def point_count(self) -> int:
         """Number of training points held."""
-        return len(self._iterations)
+        return len(self._records)
 
     @property
     def iterations(self) -> list[int]:
-        return list(self._iterations)
+        return [r.iteration for r in self._records]
 
     @property
     def values(self) -> list[float]:
@@ -134,10 +135,7 @@ class LossPlot(QWidget):
 
     def append(self, record: TrainingProgress) -> None:
         """Add one training record; the plot is redrawn at most every 100 ms."""
-        validation = record.validation
-        self._add(record.iteration, record.loss, record.error_rate, record.learning_rate,
-                  None if validation is None else validation.mean_iou)
-        self._dirty = True  # never draw here: the timer coalesces any number of appends
+        self._add(record)  # never draw here
         if not self._timer.isActive():
             self._timer.start()
 
@@ -145,21 +143,14 @@ class LossPlot(QWidget):
         """Add the share of preview pixels that kept their class since the previous preview."""
         if math.isfinite(stability):
             self._stability.append((iteration, stability))
-            self._dirty = True
             if not self._timer.isActive():
                 self._timer.start()
 
-    def set_history(self, history: list[dict[str, Any]]) -> None:
-        """Replace everything with a model's history (dicts of ``TrainingProgress.to_dict()``)."""
+    def set_history(self, records: list[dict[str, Any]] | list[TrainingProgress]) -> None:
+        """Replace everything with a model's history (``model.history``, or records)."""
         self._reset()
-        for item in history:
-            validation = item.get("validation")
-            mean_iou = None
-            if validation is not None:
-                ious = [v for v in validation.get("iou") or [] if v is not None and math.isfinite(v)]
-                mean_iou = sum(ious) / len(ious) if ious else math.nan
-            self._add(int(item["iteration"]), _number(item.get("loss")), _number(item.get("error_rate")),
-                      _number(item.get("learning_rate")), mean_iou)
+        for record in history.records(records):
+            self._add(record)
         self.flush()
 
     def clear(self) -> None:
@@ -173,44 +164,28 @@ class LossPlot(QWidget):
         self._redraw()
 
     def _reset(self) -> None:
-        self._iterations: list[int] = []
-        self._learning_rates: list[float] = []
+        self._records: list[TrainingProgress] = []
         self._raw: dict[str, list[float]] = {LOSS: [], ERROR_RATE: []}
         self._smooth: dict[str, list[float]] = {LOSS: [], ERROR_RATE: []}
-        self._ema: dict[str, tuple[float, int]] = {}  # metric -> (biased EMA, finite count)
+        self._smoothers = {LOSS: history.Smoother(), ERROR_RATE: history.Smoother()}
         self._val_iterations: list[int] = []
         self._val_iou: list[float] = []
         self._stability: list[tuple[int, float]] = []
 
-    def _add(self, iteration: int, loss: float, error_rate: float, learning_rate: float,
-             mean_iou: float | None) -> None:
-        self._iterations.append(iteration)
-        self._learning_rates.append(learning_rate)
-        for metric, value in ((LOSS, loss), (ERROR_RATE, error_rate)):
+    def _add(self, record: TrainingProgress) -> None:
+        self._records.append(record)
+        for metric, value in ((LOSS, record.loss), (ERROR_RATE, record.error_rate)):
             self._raw[metric].append(value)
-            self._smooth[metric].append(self._smoothed(metric, value))
-        if mean_iou is not None:
-            self._val_iterations.append(iteration)
-            self._val_iou.append(mean_iou)
-
-    def _smoothed(self, metric: str, value: float) -> float:
-        # Debiased EMA over the finite values only: one NaN loss must not blank the curve.
-        ema, count = self._ema.get(metric, (0.0, 0))
-        if math.isfinite(value):
-            ema, count = SMOOTHING * ema + (1 - SMOOTHING) * value, count + 1
-            self._ema[metric] = (ema, count)
-        return ema / (1 - SMOOTHING**count) if count else math.nan
-
-    def _on_timer(self) -> None:
-        if self._dirty:
-            self._redraw()
+            self._smooth[metric].append(self._smoothers[metric].add(value))
+        if record.validation is not None:
+            self._val_iterations.append(record.iteration)
+            self._val_iou.append(record.validation.mean_iou)
 
     def _redraw(self) -> None:
-        self._dirty = False
         self.redraw_count += 1
-        metric = self._metric
-        self.raw_line.set_data(self._iterations, self._shown(self._raw[metric]))
-        self.smooth_line.set_data(self._iterations, self._shown(self._smooth[metric]))
+        metric, iterations = self._metric, self.iterations
+        self.raw_line.set_data(iterations, self._shown(self._raw[metric]))
+        self.smooth_line.set_data(iterations, self._shown(self._smooth[metric]))
         self.val_line.set_data(self._val_iterations, self._val_iou)
         self.stability_line.set_data([i for i, _ in self._stability], [s for _, s in self._stability])
         self.val_axes.set_visible(bool(self._val_iterations or self._stability))
@@ -218,11 +193,11 @@ class LossPlot(QWidget):
         if self.axes.get_ylabel() != ylabel:
             self.axes.set_ylabel(ylabel, fontsize=9)
             self._layout_stale = True
-        self._placeholder.set_visible(not self._iterations)
+        self._placeholder.set_visible(not iterations)
         self._update_legend()
         self.axes.relim()
         self.axes.autoscale_view()
-        if metric == ERROR_RATE and self._iterations:  # auto=None keeps autoscaling on
+        if metric == ERROR_RATE and iterations:  # auto=None keeps autoscaling on
             self.axes.set_ylim(0, max(self.axes.get_ylim()[1], 1.0), auto=None)
         self.last_value_label.setText(self._summary())
         if self._layout_stale:
@@ -253,10 +228,10 @@ class LossPlot(QWidget):
         self._style_legend()
 
     def _summary(self) -> str:
-        if not self._iterations:
+        if not self._records:
             return "no training yet"
         value = self._shown(self._raw[self._metric][-1:])[0]
-        parts = [f"iteration {self._iterations[-1]}",
+        parts = [f"iteration {self._records[-1].iteration}",
                  f"error rate {value:.1f} %" if self._metric == ERROR_RATE else f"loss {value:.3g}"]
         if self._val_iou and math.isfinite(self._val_iou[-1]):
             parts.append(f"val mIoU {self._val_iou[-1]:.2f}")
@@ -304,14 +279,8 @@ class LossPlot(QWidget):
         self.figure.savefig(path, format="png", dpi=150, facecolor=self.figure.get_facecolor())
 
     def export_csv(self, path: str) -> None:
-        """One row per iteration: iteration, loss, error_rate, learning_rate, val_mean_iou."""
-        val = dict(zip(self._val_iterations, self._val_iou))
-        with open(path, "w", newline="", encoding="utf-8") as f:
-            writer = csv.writer(f)
-            writer.writerow(["iteration", "loss", "error_rate", "learning_rate", "val_mean_iou"])
-            for i, it in enumerate(self._iterations):
-                writer.writerow([it, self._raw[LOSS][i], self._raw[ERROR_RATE][i],
-                                 self._learning_rates[i], _cell(val.get(it))])
+        """The history CSV of :func:`napari_deepseg.training.history.write_csv` (as the CLI's)."""
+        history.write_csv(path, self._records)
 
     def _export_dialog(self, action: QAction) -> None:
         kind = action.data()
@@ -319,14 +288,6 @@ class LossPlot(QWidget):
         path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export", f"training.{kind}", filters[kind])
         if path:
             (self.export_png if kind == "png" else self.export_csv)(path)
-
-
-def _number(value: Any) -> float:
-    return math.nan if value is None else float(value)
-
-
-def _cell(value: float | None) -> Any:  # CSV: empty where there was no validation
-    return "" if value is None or not math.isfinite(value) else value
 
 
 def _disconnect(emitter: Any, ref: weakref.ref[LossPlot]) -> None:

@@ -1,6 +1,7 @@
 """Predict widget: segment an image layer in a worker; the minimum-probability slider re-thresholds the
 cached ``CompactProbabilities`` (2 bytes per pixel) with :func:`apply_threshold`, never the network.
-The uncertainty layer and "Where next?" come from the same cached result."""
+The uncertainty layer and "Where next?" come from the same cached result. A result hides the
+Train widget's preview of the same image, whose colours would otherwise show through unclassified pixels."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import numpy as np
 from napari.layers import Image, Labels, Layer
 from napari.qt.threading import create_worker
 from napari.utils.notifications import notification_manager, show_error, show_info
-from qtpy.QtCore import QObject, Qt, Signal
+from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -34,15 +35,9 @@ from ..prediction import CompactProbabilities, apply_threshold
 from ..segmentation_model import SegmentationModel
 from . import _results
 from . import layers as layer_io
-from ._predict_job import model_text, predict_image
+from ._predict_job import error_text, model_text, predict_image, result_text
 from ._session import model_store
 from ._uncertainty import PredictionUncertainty
-
-
-class _Relay(QObject):
-    """Carries the engine's ``progress(done, total)`` callback from the worker thread to the GUI."""
-
-    progress = Signal(int, int)
 
 
 class PredictWidget(QWidget):
@@ -56,6 +51,7 @@ class PredictWidget(QWidget):
 
     prediction_finished = Signal(object)  # the result Labels layer
     prediction_failed = Signal(str)
+    _progress = Signal(int, int)  # emitted in the worker: Qt queues it to the GUI thread
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
@@ -65,14 +61,13 @@ class PredictWidget(QWidget):
         self._known_models: dict[str, SegmentationModel | None] = {}
         self._image_layers: list[Image] = []
         self._stop = threading.Event()
-        self._relay = _Relay(self)
         self.worker: FunctionWorker | None = None
         self.result_layer: Labels | None = None
         self.compact: CompactProbabilities | None = None
 
         self.model_combo = QComboBox()
         self.load_button = QPushButton("Load model…")
-        self.model_info = QLabel("No model: train one in the Train widget or load a model file.")
+        self.model_info = QLabel()
         self.model_info.setWordWrap(True)
         self.model_info.setTextInteractionFlags(Qt.TextSelectableByMouse)
         self.image_combo = QComboBox()
@@ -94,6 +89,8 @@ class PredictWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.progress_bar = QProgressBar()
         self.progress_bar.setVisible(False)
+        self.status_label = QLabel("")
+        self.status_label.setWordWrap(True)
 
         layout = QFormLayout(self)
         layout.addRow("Model", _row(self.model_combo, self.load_button))
@@ -104,13 +101,14 @@ class PredictWidget(QWidget):
         layout.addRow(self.uncertainty)
         layout.addRow(_row(self.predict_button, self.cancel_button))
         layout.addRow(self.progress_bar)
+        layout.addRow(self.status_label)
 
         self.load_button.clicked.connect(self._ask_model_file)
         self.model_combo.currentIndexChanged.connect(self._show_model_info)
         self.threshold_slider.valueChanged.connect(self._on_threshold_changed)
         self.predict_button.clicked.connect(self.predict)
         self.cancel_button.clicked.connect(self.cancel)
-        self._relay.progress.connect(self._on_progress)
+        self._progress.connect(self._on_progress)
         self._store.changed.connect(self._refresh_models)
         layers = napari_viewer.layers
         layers.events.inserted.connect(self._on_layer_inserted)
@@ -148,8 +146,7 @@ class PredictWidget(QWidget):
 
     def _show_model_info(self, *_: Any) -> None:
         model = self.model
-        self.model_info.setText(model_text(model) if model is not None else
-                                "No model: train one in the Train widget or load a model file.")
+        self.model_info.setText(model_text(model))
         self.model_info.setToolTip(model.summary() if model is not None else "")
 
     def _ask_model_file(self) -> None:
@@ -216,10 +213,11 @@ class PredictWidget(QWidget):
         data = layer_io.layer_array(layer)  # not copied: dask stays lazy and is read tile by tile
         channel_axis = -1 if layer.rgb else None
         self._stop.clear()
+        self.status_label.clear()  # a failed or cancelled run must not leave the last success here
         self._set_busy(True)
         self.worker = create_worker(
             predict_image, model, data, channel_axis, self.probabilities_checkbox.isChecked(),
-            self._relay.progress.emit, self._stop.is_set,
+            self._progress.emit, self._stop.is_set,
             _start_thread=False, _worker_class=FunctionWorker,  # errors reported once, by _on_errored
             _connect={"errored": self._on_errored, "finished": partial(self._set_busy, False)})
         self.worker.returned.connect(lambda result: self._on_returned(layer, model, *result))
@@ -253,12 +251,8 @@ class PredictWidget(QWidget):
         if isinstance(error, InterruptedError):
             show_info("Prediction cancelled.")
             self.prediction_failed.emit("cancelled")
-        elif isinstance(error, MemoryError) or "out of memory" in str(error).lower():  # torch OOM too
-            self._fail(f"Not enough memory to predict this image ({error}). Close other programs, turn "
-                       "off per-class probabilities, or predict a smaller image or crop.")
-        elif isinstance(error, (ValueError, TypeError)):
-            self._fail(f"Cannot predict: {error}. Pick an image like the ones the model was trained on "
-                       "or a model trained on images like this one.")
+        elif (message := error_text(error)) is not None:
+            self._fail(message)
         else:  # unexpected: full traceback in napari's notification
             notification_manager.receive_error(type(error), error, error.__traceback__)
             self.prediction_failed.emit(f"{type(error).__name__}: {error}")
@@ -272,6 +266,8 @@ class PredictWidget(QWidget):
         self.result_layer = _results.show_labels(self._viewer, image, model,
                                                  apply_threshold(compact, self.min_probability))
         self.uncertainty.set_result(image, self.result_layer, compact)
+        hidden = _hide_training_preview(self._viewer, image)  # else it shows through unclassified pixels
+        self.status_label.setText(result_text(image.name, self.result_layer.name, hidden))
         self.prediction_finished.emit(self.result_layer)
 
     # ---- threshold ----------------------------------------------------------------------------
@@ -283,6 +279,16 @@ class PredictWidget(QWidget):
             return
         if layer.data.shape == compact.shape:  # the user may have replaced the data
             layer.data = apply_threshold(compact, value / 100)
+
+
+def _hide_training_preview(viewer: Any, image: Image) -> str | None:
+    """Hide the Train widget's visible preview of ``image`` (found as it finds it); its name or None."""
+    for layer in viewer.layers:
+        if (isinstance(layer, Labels) and layer_io.is_preview(layer) and layer.visible
+                and layer.name == f"{image.name} preview"):
+            layer.visible = False
+            return str(layer.name)
+    return None
 
 
 def _row(*widgets: QWidget) -> QWidget:
