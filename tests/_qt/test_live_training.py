@@ -11,16 +11,16 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari.utils import notifications  # noqa: E402
+from napari.utils import notifications
 
-from napari_deepseg import suggest_next_region  # noqa: E402
-from napari_deepseg._qt import layers as layer_io  # noqa: E402
-from napari_deepseg._qt._train_controls import MINUTES, UNTIL_STOPPED  # noqa: E402
-from napari_deepseg._qt.train_widget import TrainWidget  # noqa: E402
-from napari_deepseg.sample_data import fluorescence_sample_layers  # noqa: E402
+from napari_deepseg import suggest_next_region
+from napari_deepseg._qt import layers as layer_io
+from napari_deepseg._qt._train_controls import MINUTES, UNTIL_STOPPED
+from napari_deepseg._qt.train_widget import TrainWidget
+from napari_deepseg.sample_data import fluorescence_sample_layers
 
-from .conftest import FAST, TIMEOUT  # noqa: E402
-from .test_train_widget import _assert_unchanged, _copies  # noqa: E402
+from .conftest import FAST, TIMEOUT
+from .test_train_widget import _assert_unchanged, _copies
 
 
 def _counts(labels: np.ndarray, num_classes: int = 2) -> tuple[int, ...]:
@@ -94,9 +94,10 @@ def test_minutes_budget_goes_to_the_config_and_ends_the_run(trainer_setup, qtbot
     _viewer, widget, image, labels = trainer_setup
     copies = _copies(image, labels)
     controls = widget.controls
-    controls.stop_combo.setCurrentIndex(controls.stop_combo.findData(MINUTES))
-    controls.minutes_spin.setValue(0.05)  # 3 s
-    assert controls.minutes_spin.isVisibleTo(widget) and not controls.iterations_spin.isVisibleTo(widget)
+    controls.stop_combo.value = MINUTES
+    controls.minutes_spin.value = 0.05  # 3 s
+    assert controls.minutes_spin.native.isVisibleTo(widget)
+    assert not controls.iterations_spin.native.isVisibleTo(widget)
     config = widget.config()
     assert config.max_minutes == pytest.approx(0.05) and config.iterations is None
     with qtbot.waitSignal(widget.training_finished, timeout=TIMEOUT) as blocker:
@@ -112,8 +113,8 @@ def test_minutes_budget_goes_to_the_config_and_ends_the_run(trainer_setup, qtbot
 
     widget.set_config(iterations=3)  # naming one limit in a script picks that one
     assert widget.config().iterations == 3 and widget.config().max_minutes is None
-    widget.controls.stop_combo.setCurrentIndex(widget.controls.stop_combo.findData(UNTIL_STOPPED))
-    assert not widget.controls.iterations_spin.isVisibleTo(widget)
+    widget.controls.stop_combo.value = UNTIL_STOPPED
+    assert not widget.controls.iterations_spin.native.isVisibleTo(widget)
     assert widget.config().until_stopped
 
 

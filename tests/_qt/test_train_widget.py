@@ -8,16 +8,16 @@ import pytest
 pytest.importorskip("napari")
 pytest.importorskip("pytestqt")
 
-from napari.layers import Labels  # noqa: E402
-from qtpy.QtCore import Qt  # noqa: E402
+from napari.layers import Labels
+from qtpy.QtCore import Qt
 
-from napari_deepseg import AugmentationConfig, SegmentationModel, Trainer, TrainingConfig  # noqa: E402
-from napari_deepseg._qt import _train_job  # noqa: E402
-from napari_deepseg._qt._session import model_store  # noqa: E402
-from napari_deepseg._qt.train_widget import TrainWidget  # noqa: E402
-from napari_deepseg.sample_data import fluorescence_sample_layers, load_he_sample  # noqa: E402
+from napari_deepseg import AugmentationConfig, SegmentationModel, Trainer, TrainingConfig
+from napari_deepseg._qt import _train_job
+from napari_deepseg._qt._session import model_store
+from napari_deepseg._qt.train_widget import TrainWidget
+from napari_deepseg.sample_data import fluorescence_sample_layers, load_he_sample
 
-from .conftest import FAST, TIMEOUT  # noqa: E402
+from .conftest import FAST, TIMEOUT
 
 
 def _copies(*layers) -> list[np.ndarray]:
@@ -34,14 +34,14 @@ def _assert_idle(widget: TrainWidget) -> None:
     assert widget.worker is None and widget.trainer is None
     assert widget.start_button.isEnabled() and widget.load_button.isEnabled()
     assert not widget.stop_button.isEnabled() and not widget.pause_button.isEnabled()
-    assert widget.pairs_editor.isEnabled() and widget.controls.iterations_spin.isEnabled()
+    assert widget.pairs_editor.enabled and widget.controls.iterations_spin.enabled
 
 
 def _train(qtbot, widget: TrainWidget, button) -> SegmentationModel:
     with qtbot.waitSignal(widget.training_finished, timeout=TIMEOUT) as blocker:
         qtbot.mouseClick(button, Qt.LeftButton)
         assert not widget.start_button.isEnabled() and widget.stop_button.isEnabled()
-        assert not widget.controls.iterations_spin.isEnabled() and not widget.pairs_editor.isEnabled()
+        assert not widget.controls.iterations_spin.enabled and not widget.pairs_editor.enabled
     return blocker.args[0]
 
 
@@ -80,6 +80,46 @@ def test_train_preview_continue_save_load(trainer_setup, qtbot, errors, tmp_path
     assert widget.plot.point_count == 15 and widget.continue_button.isEnabled()
     _assert_unchanged((image, labels), copies)
     assert errors == []
+
+
+def test_class_names_typed_in_the_widget_reach_the_model(trainer_setup, qtbot, errors, tmp_path):
+    _viewer, widget, _image, labels = trainer_setup
+    assert labels.metadata["class_names"] == ["background", "nucleus"]  # the sample names them ...
+    widget.set_config(iterations=3, preview=False)
+    widget.controls.class_names_edit.value = " cytoplasm,nucleus "  # ... the user's names win
+    assert widget.controls.class_names == ["cytoplasm", "nucleus"]
+    model = _train(qtbot, widget, widget.start_button)
+    assert errors == [] and model.iterations_trained == 3
+    assert model.class_names == ("cytoplasm", "nucleus")
+    path = widget.save_model(tmp_path / "named.safetensors")
+    assert SegmentationModel.load(path).class_names == ("cytoplasm", "nucleus")  # they travel in the file
+
+    widget.set_config(class_names=None)
+    assert widget.controls.class_names_edit.value == "" and widget.controls.class_names is None
+    widget.load_model(path)  # Load shows the model's names, so Continue keeps them
+    assert widget.controls.class_names_edit.value == "cytoplasm, nucleus"
+    widget.set_config(class_names=["", "cell"], iterations=1)  # an empty name keeps a default
+    continued = _train(qtbot, widget, widget.continue_button)
+    assert continued.class_names == ("class 1", "cell") and continued.iterations_trained == 4
+
+
+def test_pair_pickers_follow_the_viewer(trainer_setup):
+    viewer, widget, image, labels = trainer_setup
+    editor = widget.pairs_editor
+    row = editor.rows[0]
+    image.name = "renamed"
+    assert row.image_combo.value is image and row.image_combo.current_choice == "renamed"
+    other = viewer.add_labels(np.zeros_like(labels.data), name="more strokes")
+    assert other in row.labels_combo.choices and row.labels_combo.value is labels
+    assert image not in row.labels_combo.choices and labels not in row.image_combo.choices
+    assert not row.remove_button.enabled  # the last pair cannot be removed
+    editor.add_button.native.click()
+    assert len(editor.rows) == 2 and all(r.remove_button.enabled for r in editor.rows)
+    assert editor.pairs()[1] == (image, labels)  # the only image, and the labels that fit it
+    editor.rows[1].remove_button.native.click()
+    assert editor.pairs() == [(image, labels)] and not row.remove_button.enabled
+    viewer.layers.remove(labels)
+    assert row.labels_combo.value is other  # the remaining labels layer of the image's size
 
 
 def test_stop_keeps_a_usable_model(trainer_setup, qtbot, errors):
@@ -290,16 +330,17 @@ def test_settings_round_trip_and_architecture_hints(make_napari_viewer, monkeypa
         widget.set_config(config.replace(**limits))
         assert widget.config() == config.replace(**limits)
     widget.set_config(config)
-    assert widget.architecture_combo.currentText() == "DeepLabv3+"
-    assert widget.controls.hint_label.text() == architecture_spec("deeplabv3plus").hint
+    controls = widget.controls
+    assert controls.architecture_combo.current_choice == "DeepLabv3+"
+    assert controls.hint_label.value == architecture_spec("deeplabv3plus").hint
 
     widget.set_config(architecture="fcn8s", learning_rate=None)
-    encoders = [widget.encoder_combo.itemData(i) for i in range(widget.encoder_combo.count())]
+    encoders = list(controls.encoder_combo.choices)
     assert encoders == list(architecture_spec("fcn8s").encoders) and widget.config().encoder == "vgg16"
     default = architecture_spec("fcn8s").default_learning_rate
-    assert widget.controls.learning_rate_spin.text() == f"default ({default:g})"  # FCN-8s' own default
+    spin = controls.learning_rate_spin.native  # the Qt spin box behind the magicgui widget
+    assert spin.text() == f"default ({default:g})"  # FCN-8s' own default
     assert widget.config().learning_rate is None
-    spin = widget.controls.learning_rate_spin
     spin.stepBy(1)  # from "default" to the default's value, then along 1-2-5
     assert spin.value() == pytest.approx(default)
     spin.stepBy(1)
@@ -315,8 +356,9 @@ def test_settings_round_trip_and_architecture_hints(make_napari_viewer, monkeypa
 
     monkeypatch.setattr(_train_controls, "pretrained_weights_available", lambda name: name == "resnet50")
     widget.set_config(architecture="unet", pretrained=True)  # its default encoder: no weights offline here
-    box, default = widget.pretrained_checkbox, architecture_spec("unet").default_encoder
+    box, default = controls.pretrained_checkbox, architecture_spec("unet").default_encoder
     assert default != "resnet50" and widget.config().encoder == default
-    assert not box.isEnabled() and default in box.toolTip() and not widget.config().pretrained
-    widget.encoder_combo.setCurrentIndex(widget.encoder_combo.findData("resnet50"))
-    assert box.isEnabled() and box.isChecked() and widget.config().pretrained
+    assert not box.enabled and default in box.tooltip and not widget.config().pretrained
+    assert "save it as" in box.tooltip  # says where to put the weights file
+    controls.encoder_combo.value = "resnet50"
+    assert box.enabled and box.value and widget.config().pretrained

@@ -10,10 +10,10 @@ import pytest
 
 pytest.importorskip("napari")
 
-from qtpy.QtCore import Qt  # noqa: E402
+from qtpy.QtCore import Qt
 
-from napari_deepseg import AugmentationConfig  # noqa: E402
-from napari_deepseg._qt._session import model_store  # noqa: E402
+from napari_deepseg import AugmentationConfig
+from napari_deepseg._qt._session import model_store
 
 TIMEOUT = 180_000
 

@@ -1,21 +1,29 @@
-"""Small form building blocks: typed spin boxes and combo boxes whose items carry values."""
+"""Form helpers over magicgui widgets, and the one spin box magicgui does not have.
+
+magicgui's ``FloatSpinBox`` shows a fixed number of decimals (1e-4 reads "0.00" at its default
+precision, "0.0001000000" at enough of it) and steps linearly; a learning rate wants %g text,
+1-2-5 steps per decade and a "default" entry, so :class:`ScientificSpinBox` stays a Qt subclass,
+wrapped as a magicgui widget by :func:`scientific_spin`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from magicgui.backends._qtpy.widgets import FloatSpinBox as _QtFloatSpinBox
+from magicgui.widgets import ComboBox, FloatSpinBox, SpinBox
+from magicgui.widgets.bases import RangedWidget
 from qtpy.QtGui import QValidator
-from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QSpinBox, QWidget
+from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QWidget
 
 
 class ScientificSpinBox(QDoubleSpinBox):
     """A spin box for rates such as 1e-3: shown in %g notation, stepped along 1-2-5 per decade."""
 
-    def __init__(self, minimum: float, maximum: float, start: float, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
-        self.start_value = start  # where "+" goes from the minimum (e.g. from "default")
+        self.start_value = 1e-3  # where "+" goes from the minimum (e.g. from "default")
         self.setDecimals(10)
-        self.setRange(minimum, maximum)
 
     def textFromValue(self, value: float) -> str:  # noqa: N802 (Qt override)
         return f"{value:g}"
@@ -52,37 +60,46 @@ class ScientificSpinBox(QDoubleSpinBox):
         self.setValue(self.minimum() if index < 0 else ladder[min(index, len(ladder) - 1)])
 
 
-def int_spin(minimum: int, maximum: int, step: int = 1, tooltip: str = "") -> QSpinBox:
-    spin = QSpinBox()
-    spin.setRange(minimum, maximum)
-    spin.setSingleStep(step)
-    spin.setToolTip(tooltip)
-    return spin
+class _ScientificBackend(_QtFloatSpinBox):
+    def __init__(self, **kwargs: Any) -> None:
+        super(_QtFloatSpinBox, self).__init__(ScientificSpinBox, **kwargs)
+
+    def _mgui_set_step(self, value: float) -> None:  # the ladder steps, not a fixed step
+        pass
 
 
-def float_spin(maximum: float, step: float, tooltip: str = "", decimals: int = 2) -> QDoubleSpinBox:
-    spin = QDoubleSpinBox()
-    spin.setRange(0.0, maximum)
-    spin.setDecimals(decimals)
-    spin.setSingleStep(step)
-    spin.setToolTip(tooltip)
-    return spin
+def scientific_spin(value: float, maximum: float, label: str, tooltip: str) -> RangedWidget:
+    """A magicgui ranged widget whose native widget is a :class:`ScientificSpinBox` (minimum 0)."""
+    return RangedWidget(value=value, min=0.0, max=maximum, step=None, label=label, tooltip=tooltip,
+                        widget_type=_ScientificBackend)
 
 
-def value_combo(items: dict[Any, str], tooltip: str = "") -> QComboBox:
-    combo = QComboBox()
-    combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-    combo.setMinimumContentsLength(8)
-    for value, text in items.items():
-        combo.addItem(text, getattr(value, "value", value))
-    combo.setToolTip(tooltip)
+def int_spin(label: str, minimum: int, maximum: int, step: int, tooltip: str) -> SpinBox:
+    return SpinBox(value=minimum, min=minimum, max=maximum, step=step, label=label, tooltip=tooltip)
+
+
+def float_spin(label: str, maximum: float, step: float, tooltip: str) -> FloatSpinBox:
+    return FloatSpinBox(value=0.0, min=0.0, max=maximum, step=step, label=label, tooltip=tooltip)
+
+
+def choice_combo(items: dict[Any, str], label: str, tooltip: str = "") -> ComboBox:
+    """A combo box showing ``items``' texts whose ``value`` is the key (an Enum's ``.value``)."""
+    combo = ComboBox(choices=[(text, getattr(key, "value", key)) for key, text in items.items()],
+                     label=label, tooltip=tooltip)
+    compact(combo)
     return combo
 
 
-def select_value(combo: QComboBox, value: Any) -> None:
+def compact(combo: ComboBox, characters: int = 8) -> ComboBox:
+    """Let long item texts shrink to ``characters`` instead of widening the dock."""
+    combo.native.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+    combo.native.setMinimumContentsLength(characters)
+    return combo
+
+
+def select(combo: ComboBox, value: Any) -> None:
+    """Choose ``value``; one that is not offered (a device named in a loaded model) is added."""
     value = getattr(value, "value", value)
-    index = combo.findData(value)
-    if index < 0:  # e.g. a device named in a loaded model, not present here
-        combo.addItem(str(value), value)
-        index = combo.count() - 1
-    combo.setCurrentIndex(index)
+    if value not in combo.choices:
+        combo.set_choice(str(value), value)
+    combo.value = value

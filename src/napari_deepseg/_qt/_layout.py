@@ -9,10 +9,16 @@ from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidge
 
 
 class FittingScrollArea(QScrollArea):
-    """Scrolls its content only when the dock is too short for it; never takes more than it needs."""
+    """Scrolls ``widgets`` (stacked) only when the dock is too short for them; never takes more
+    room than they need, and is never narrower than they are plus the scroll bar."""
 
-    def __init__(self, content: QWidget) -> None:
+    def __init__(self, *widgets: QWidget) -> None:
         super().__init__()
+        content = QWidget()
+        layout = QVBoxLayout(content)
+        layout.setContentsMargins(0, 0, 0, 0)
+        for widget in widgets:
+            layout.addWidget(widget)
         self.setWidget(content)
         self.setWidgetResizable(True)
         self.setFrameShape(QFrame.NoFrame)
@@ -32,7 +38,10 @@ class FittingScrollArea(QScrollArea):
         return QSize(width, hint.height() + frame)
 
     def minimumSizeHint(self) -> QSize:  # noqa: N802
-        return QSize(self.widget().minimumSizeHint().width(), 120)
+        # The vertical scroll bar takes its width from the content: without it in the minimum, a
+        # dock at its narrowest cut the right edge (the pairs' +/- buttons) off when it showed.
+        width = self.widget().minimumSizeHint().width() + self.verticalScrollBar().sizeHint().width()
+        return QSize(width + 2 * self.frameWidth(), 120)
 
 
 class YieldingBox(QWidget):

@@ -36,9 +36,26 @@ class TrainingInputs:
         return -1 if self.channels else None
 
 
+def parse_class_names(text: str) -> list[str] | None:
+    """``"background, nucleus"`` -> ``["background", "nucleus"]``; ``None`` when nothing is named."""
+    names = [name.strip() for name in text.split(",")]
+    return names if any(names) else None
+
+
+def _class_names(named: Sequence[str] | None, k: int) -> list[str] | None:
+    """Names for classes 1..k: the first k of ``named``, unnamed ones as "class i"."""
+    if not named:
+        return None
+    names = [name or f"class {i}" for i, name in enumerate(named[:k], start=1)]
+    return names + [f"class {i}" for i in range(len(names) + 1, k + 1)]
+
+
 def gather_inputs(pairs: Sequence[tuple[Any, Any]], *, channel_axis: int | None = None,
-                  num_classes: int | None = None) -> TrainingInputs:
+                  num_classes: int | None = None, class_names: Sequence[str] | None = None) -> TrainingInputs:
     """Copy the (image layer, labels layer) pairs once and check what the layers alone can tell.
+
+    ``class_names`` name classes 1, 2, ... (the user's names); without them the labels layers'
+    ``metadata["class_names"]`` are used, if any.
 
     Raises
     ------
@@ -81,7 +98,7 @@ def gather_inputs(pairs: Sequence[tuple[Any, Any]], *, channel_axis: int | None 
     return TrainingInputs(
         images=[c.data for c in copies], labels=labels, channels=copies[0].channels,
         image_copies=copies, names=names, num_classes=k,
-        class_names=metadata_names[:k] if metadata_names and len(metadata_names) >= k else None)
+        class_names=_class_names(class_names or metadata_names, k))
 
 
 @dataclass(frozen=True)

@@ -56,24 +56,18 @@ class TrainWidget(QWidget):
 
         self.pairs_editor = PairsEditor(napari_viewer)
         self.controls = TrainControls()
-        self.architecture_combo = self.controls.architecture_combo
-        self.encoder_combo = self.controls.encoder_combo
-        self.pretrained_checkbox = self.controls.pretrained_checkbox
-        self.preview_checkbox = self.controls.preview_checkbox
+        self.preview_checkbox = self.controls.preview_checkbox.native
         self.preview = TrainPreview(napari_viewer, self.preview_checkbox)
         self.uncertainty_checkbox = self.preview.uncertainty_checkbox
         self.where_button = self.preview.where_button
 
-        self.start_button = QPushButton("Start")
-        self.start_button.setToolTip("Train a new model on the pairs above")
-        self.pause_button = QPushButton("Pause")
-        self.stop_button = QPushButton("Stop")
-        self.stop_button.setToolTip("Stop after the current iteration; the model so far is kept")
-        self.continue_button = QPushButton("Continue")
-        self.continue_button.setToolTip("Train the current model further, until 'Stop after' says")
-        self.save_button = QPushButton("Save…")
-        self.load_button = QPushButton("Load…")
-        self.load_button.setToolTip("Load a saved model to continue training it")
+        self.start_button = _button("Start", self.start, "Train a new model on the pairs above")
+        self.pause_button = _button("Pause", self.toggle_pause)
+        self.stop_button = _button("Stop", self.stop, "Stop after this iteration; the model so far is kept")
+        self.continue_button = _button("Continue", self.continue_training,
+                                       "Train the current model further, until 'Stop after' says")
+        self.save_button = _button("Save…", self._save_dialog)
+        self.load_button = _button("Load…", self._load_dialog, "Load a saved model to continue training it")
         self.status_label = QLabel("Paint strokes of at least two classes, then Start.")
         self.status_label.setWordWrap(True)
         self.plot = LossPlot(napari_viewer, parent=self)
@@ -82,25 +76,14 @@ class TrainWidget(QWidget):
         for i, button in enumerate((self.start_button, self.pause_button, self.stop_button,
                                     self.continue_button, self.save_button, self.load_button)):
             buttons.addWidget(button, i // 3, i % 3)
-        settings = QWidget()
-        settings_layout = QVBoxLayout(settings)
-        settings_layout.setContentsMargins(0, 0, 0, 0)
-        settings_layout.addWidget(QLabel("<b>Training pairs</b>"))
-        settings_layout.addWidget(self.pairs_editor)
-        settings_layout.addWidget(self.controls)
-        layout = QVBoxLayout(self)
-        layout.addWidget(FittingScrollArea(settings))  # "Advanced" open must not outgrow the window
+        layout = QVBoxLayout(self)  # "Advanced" open must not outgrow the window: the settings scroll
+        pairs_title = QLabel("<b>Training pairs</b>")
+        layout.addWidget(FittingScrollArea(pairs_title, self.pairs_editor.native, self.controls))
         layout.addLayout(buttons)
         layout.addWidget(self.preview)
         layout.addWidget(self.status_label)
         layout.addWidget(YieldingBox(self.plot), 1)
 
-        self.start_button.clicked.connect(self.start)
-        self.pause_button.clicked.connect(self.toggle_pause)
-        self.stop_button.clicked.connect(self.stop)
-        self.continue_button.clicked.connect(self.continue_training)
-        self.save_button.clicked.connect(self._save_dialog)
-        self.load_button.clicked.connect(self._load_dialog)
         self.destroyed.connect(partial(shutdown, self._holder))
         self._set_running(False)
 
@@ -117,7 +100,7 @@ class TrainWidget(QWidget):
         """Fill the form from ``config`` and/or change single fields.
 
         Besides the :class:`TrainingConfig` fields, accepts ``preview`` (bool), ``preview_interval``,
-        ``preview_tile_size`` and ``channel_axis`` (``None`` for automatic).
+        ``preview_tile_size``, ``channel_axis`` (``None`` for automatic) and ``class_names``.
         """
         self.controls.set_options(config, **changes)
 
@@ -140,7 +123,8 @@ class TrainWidget(QWidget):
         try:
             config = self.controls.config()
             inputs = gather_inputs(pairs, channel_axis=self.controls.channel_axis,
-                                   num_classes=model.num_classes if model else None)
+                                   num_classes=model.num_classes if model else None,
+                                   class_names=self.controls.class_names)
         except (ValueError, TypeError) as err:
             notifications.show_error(str(err))
             return
@@ -275,8 +259,9 @@ class TrainWidget(QWidget):
         # A file from before per-image normalisation and averaged weights says "dataset" / 0: that is
         # how *it* continues (its own normalisation is kept), not how a new Start should train.
         defaults = TrainingConfig()
-        self.controls.set_config(model.config.replace(normalisation=defaults.normalisation,
-                                                      ema_decay=defaults.ema_decay))
+        self.controls.set_options(model.config.replace(normalisation=defaults.normalisation,
+                                                       ema_decay=defaults.ema_decay),
+                                  class_names=model.class_names)
         self.plot.set_history(model.history)
         self._set_running(False)
         self.status_label.setText(f"Loaded {Path(path).name}: {model.summary()}. Continue trains it further.")
@@ -306,3 +291,9 @@ class TrainWidget(QWidget):
         self.pause_button.setText("Pause")
         self.stop_button.setEnabled(running)
 
+
+def _button(text: str, slot: Any, tooltip: str = "") -> QPushButton:
+    button = QPushButton(text)
+    button.setToolTip(tooltip)
+    button.clicked.connect(slot)
+    return button
