@@ -383,6 +383,17 @@ def test_an_interrupted_save_and_a_folder_in_the_way_leave_everything_as_it_was(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["folder.safetensors", path.name]
 
 
+def test_a_model_whose_file_loading_would_refuse_is_not_saved(good, tmp_path):
+    long = tiny_model()
+    long.history = [{"iteration": i, "loss": 0.5, "painted_pixels": [10, 20]} for i in range(120_000)]
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(good)
+    with pytest.raises(ModelSaveError, match="JSON items") as caught:
+        long.save(path)
+    assert "120,000 records" in str(caught.value) and "still in memory" in str(caught.value)
+    assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
 def test_a_saved_file_has_the_usual_permissions(model, tmp_path):
     umask = os.umask(0o022)
     os.umask(umask)

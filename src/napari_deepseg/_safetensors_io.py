@@ -87,15 +87,13 @@ def read_header(f: BinaryIO, path: Path, size: int) -> tuple[dict[str, str], dic
         raise file_error(path, f"{not_ours} or is truncated: its header claims {length:,} bytes but the "
                                f"file has {size:,}")
     if length > MAX_HEADER_BYTES:
-        raise file_error(path, f"has a {length:,}-byte header; model files have at most "
-                               f"{MAX_HEADER_BYTES:,}: {not_ours}")
+        raise file_error(path, f"{header_problem(length, 0)}: {not_ours}")
     raw = bytearray(length)
     if _read_into(f, raw) != length:
         raise file_error(path, "is truncated: it ended inside its header")
-    items = raw.count(b",") + raw.count(b"{") + raw.count(b"[")
-    if items > MAX_JSON_ITEMS:
-        raise file_error(path, f"has {items:,} JSON items in its header, more than the {MAX_JSON_ITEMS:,} "
-                               f"a model file may have: {not_ours}")
+    problem = header_problem(length, json_items(raw))
+    if problem:
+        raise file_error(path, f"{problem}: {not_ours}")
     header = parse_json(path, raw, f"{not_ours} or is damaged: its header")
     if not isinstance(header, dict):
         raise file_error(path, f"{not_ours}: its header is no JSON object")
@@ -115,6 +113,20 @@ def read_header(f: BinaryIO, path: Path, size: int) -> tuple[dict[str, str], dic
     if end != data_size:
         raise file_error(path, f"is damaged: {data_size - end:,} bytes follow its weights")
     return metadata, table
+
+
+def json_items(raw: bytes | bytearray) -> int:
+    return raw.count(b",") + raw.count(b"{") + raw.count(b"[")
+
+
+def header_problem(length: int, items: int) -> str | None:
+    """Why a header of ``length`` bytes and ``items`` JSON items is refused; ``None`` if it is not."""
+    if length > MAX_HEADER_BYTES:
+        return f"has a {length:,}-byte header; model files have at most {MAX_HEADER_BYTES:,}"
+    if items > MAX_JSON_ITEMS:
+        return (f"has {items:,} JSON items in its header, more than the {MAX_JSON_ITEMS:,} a model file "
+                "may have")
+    return None
 
 
 def read_tensors(f: BinaryIO, path: Path, table: dict[str, Entry]) -> dict[str, torch.Tensor]:

@@ -21,6 +21,8 @@ import torch
 from ._safetensors_io import (
     ModelFileError,
     file_error,
+    header_problem,
+    json_items,
     open_regular,
     parse_json,
     read_header,
@@ -83,6 +85,12 @@ def save_model(model: SegmentationModel, path: str | Path) -> Path:
                 "weights_sha256": weights_digest(state)}
     data = save(state, metadata=metadata)
     del state
+    length = int.from_bytes(data[:8], "little")
+    problem = header_problem(length, json_items(data[8:8 + length]))
+    if problem:  # a file that loading would refuse is not written
+        raise ModelSaveError(f"could not save the model to {str(path)!r}: the file {problem} (the training "
+                             f"history holds {len(model.history):,} records). The file there (if any) was "
+                             "left as it was and the model is still in memory")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, data)
