@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 
 from napari_deepseg.training import Trainer, TrainingProgress, ValidationMetrics
-from napari_deepseg.training.events import class_scores, confusion_matrix
 
 from ..conftest import fast_config
 
@@ -67,19 +66,3 @@ def test_a_trained_history_reads_back_as_the_yielded_records(fluo_crop):
     validated = [r for r in read if r.validation is not None]
     assert [r.iteration for r in validated] == [2, 4]
     assert validated[-1].validation.mean_iou == yielded[-1].validation.mean_iou
-
-
-def test_class_scores_of_a_hand_computed_confusion_matrix():
-    confusion = np.array([[5, 1, 0],   # truth 0: 5 right, 1 taken for class 1
-                          [2, 3, 0],   # truth 1: 3 right, 2 taken for class 0
-                          [0, 0, 0]])  # class 2: neither present nor predicted
-    iou, dice = class_scores(confusion)
-    assert iou[:2] == pytest.approx((5 / 8, 3 / 6)) and math.isnan(iou[2])
-    assert dice[:2] == pytest.approx((10 / 13, 6 / 9)) and math.isnan(dice[2])
-
-
-def test_confusion_matrix_counts_truth_by_prediction():
-    truth = np.array([[0, 0, 1], [1, 1, 2]])
-    predicted = np.array([[0, 1, 1], [1, 0, 2]])
-    np.testing.assert_array_equal(confusion_matrix(truth, predicted, 3), [[1, 1, 0], [1, 2, 0], [0, 0, 1]])
-    np.testing.assert_array_equal(confusion_matrix(truth > 0, predicted > 0, 2), [[1, 1], [1, 3]])

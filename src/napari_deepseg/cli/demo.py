@@ -38,11 +38,13 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     if not args.headless:
         return _in_napari(args)
+    import torch
+
     from .. import sample_data
     from ..prediction import apply_threshold
     from ..training import Trainer
-    from ..training.events import class_scores, confusion_matrix
     from ..training.history import write_csv
+    from ..training.losses import confusion_matrix, iou_and_dice
     from .plot import plot_history
 
     image, strokes = (sample_data.load_fluorescence_sample() if args.sample == "fluorescence"
@@ -63,7 +65,9 @@ def run(args: argparse.Namespace) -> int:
     write_csv(out / "loss.csv", model.history)
     plotted = plot_history(out / "loss.png", model.history)
     truth = sample_data.load_sample_mask(args.sample)
-    iou, _ = class_scores(confusion_matrix(truth, labels == 2, 2))
+    # every pixel "painted" with the truth (1 background, 2 nucleus) against the predicted 0 / 1
+    painted, predicted = torch.from_numpy(truth + 1), torch.from_numpy(labels == 2)
+    iou, _ = iou_and_dice(confusion_matrix(painted, predicted, 2))
     print(f"trained {model.summary()} in {seconds:.0f} s")
     print(f"nucleus IoU against the full ground-truth mask (only ~1 % of pixels were painted): {iou[1]:.3f}")
     print(f"results in {out.resolve()}: model.safetensors, labels.tif, probabilities.tif, loss.csv"

@@ -57,10 +57,12 @@ def run(args: argparse.Namespace) -> int:
         elif args.output.suffix.lower() in TIFF_SUFFIXES:
             # Streamed into a memory-mapped TIFF: images larger than memory work.
             view = model.view(image, args.channel_axis)
-            labels = create_labels_file(args.output, view.labels_shape, label_dtype(model.num_classes))
-            model.predict(image, min_probability=args.min_probability, out=labels, progress=progress,
+            streamed = create_labels_file(args.output, view.labels_shape, label_dtype(model.num_classes))
+            model.predict(image, min_probability=args.min_probability, out=streamed, progress=progress,
                           **options)
-            labels.flush()
+            if isinstance(streamed, np.memmap):  # what create_labels_file returns (typed as its base)
+                streamed.flush()
+            labels = streamed
         else:
             labels = model.predict(image, min_probability=args.min_probability, progress=progress,
                                    **options)

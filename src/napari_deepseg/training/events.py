@@ -7,8 +7,6 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-import numpy as np
-
 
 @dataclass(frozen=True)
 class ValidationMetrics:
@@ -103,24 +101,6 @@ class TrainingProgress:
 
 
 _TRANSIENT = ("last_iteration", "fraction_done", "finished")  # about the run, not the model: not stored
-
-
-def class_scores(confusion: Any) -> tuple[tuple[float, ...], tuple[float, ...]]:
-    """Per-class IoU and Dice of a (K, K) confusion matrix (rows: truth, columns: prediction);
-    ``nan`` for a class that is neither present nor predicted."""
-    counts = np.asarray(confusion, dtype=np.float64)
-    tp = np.diag(counts)
-    fp, fn = counts.sum(0) - tp, counts.sum(1) - tp
-    union = tp + fp + fn
-    iou = tuple(float(t / u) if u > 0 else math.nan for t, u in zip(tp, union))
-    dice = tuple(float(2 * t / (u + t)) if u > 0 else math.nan for t, u in zip(tp, union))
-    return iou, dice
-
-
-def confusion_matrix(truth: np.ndarray, predicted: np.ndarray, num_classes: int) -> np.ndarray:
-    """(K, K) counts of pixels of class ``truth`` (0..K-1) predicted as ``predicted`` (0..K-1)."""
-    index = np.ravel(truth).astype(np.int64) * num_classes + np.ravel(predicted)
-    return np.bincount(index, minlength=num_classes**2).reshape(num_classes, num_classes)
 
 
 def _number(value: Any) -> float:
