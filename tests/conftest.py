@@ -1,5 +1,12 @@
 from __future__ import annotations
 
+import os
+
+# pytest-qt picks its own binding (PySide6, PyQt6, PyQt5 first found) unless told; qtpy then follows
+# whichever was imported first. QT_API alone should choose both.
+if "QT_API" in os.environ:
+    os.environ.setdefault("PYTEST_QT_API", os.environ["QT_API"])
+
 import numpy as np
 import pytest
 import torch
@@ -10,7 +17,7 @@ from napari_deepseg.config import AugmentationConfig, TrainingConfig
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
-    np.random.seed(0)
+    np.random.seed(0)  # noqa: NPY002 (legacy global seed: code under test may still draw from it)
 
 
 def fast_config(**changes) -> TrainingConfig:

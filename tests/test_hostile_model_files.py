@@ -15,12 +15,13 @@ import tracemalloc
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
 from napari_deepseg import SegmentationModel, _safetensors_io
 from napari_deepseg.data.normalisation import Normalisation
-from napari_deepseg.model_file import ModelFileError, ModelSaveError
+from napari_deepseg.model_file import MAX_STORED_RECORDS, ModelFileError, ModelSaveError
 from napari_deepseg.models import build_model
 
 SECONDS = 2.0
@@ -385,13 +386,28 @@ def test_an_interrupted_save_and_a_folder_in_the_way_leave_everything_as_it_was(
 
 def test_a_model_whose_file_loading_would_refuse_is_not_saved(good, tmp_path):
     long = tiny_model()
-    long.history = [{"iteration": i, "loss": 0.5, "painted_pixels": [10, 20]} for i in range(120_000)]
+    # a long history is thinned (below); one absurd record is not
+    long.history = [{"iteration": 1, "loss": 0.5, "painted_pixels": [10] * 700_000}]
     path = tmp_path / "model.safetensors"
     path.write_bytes(good)
     with pytest.raises(ModelSaveError, match="JSON items") as caught:
         long.save(path)
-    assert "120,000 records" in str(caught.value) and "still in memory" in str(caught.value)
+    assert "1 records" in str(caught.value) and "still in memory" in str(caught.value)
     assert path.read_bytes() == good and [p.name for p in tmp_path.iterdir()] == [path.name]
+
+
+def test_a_long_history_is_thinned_in_the_file_and_kept_in_memory(tmp_path):
+    long = tiny_model()
+    long.history = [{"iteration": i, "loss": 1.0 / i, "painted_pixels": [10, 20],
+                     "validation": {"iou": [0.5, 0.6]} if i % 50 == 0 else None} for i in range(1, 120_001)]
+    loaded = SegmentationModel.load(long.save(tmp_path / "long.safetensors"))
+    assert len(long.history) == 120_000  # the model in memory keeps every record
+    stored = [r["iteration"] for r in loaded.history]
+    assert len(stored) <= MAX_STORED_RECORDS and stored == sorted(set(stored))
+    assert stored[0] == 1 and stored[-1] == 120_000
+    assert set(range(50, 120_001, 50)) <= set(stored)  # every validation record
+    gaps = np.diff(stored)
+    assert gaps.max() <= 2 * 120_000 / MAX_STORED_RECORDS + 1  # evenly spread, no long hole
 
 
 def test_a_saved_file_has_the_usual_permissions(model, tmp_path):

@@ -56,6 +56,24 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
     return digest.hexdigest()
 
 
+# Records kept in a file: ~11 JSON items and ~250 bytes each, well inside the loader's caps.
+MAX_STORED_RECORDS = 20_000
+
+
+def thinned_history(history: list[dict], limit: int = MAX_STORED_RECORDS) -> list[dict]:
+    """At most ``limit`` records of a long run for the file: every record with validation scores,
+    the first and the last, and evenly spaced ones between (the model in memory keeps them all)."""
+    if len(history) <= limit:
+        return history
+    keep = {0, len(history) - 1} | {i for i, r in enumerate(history) if r.get("validation")}
+    room = max(limit - len(keep), 0)
+    keep |= {round(i * (len(history) - 1) / max(room - 1, 1)) for i in range(room)}
+    kept = sorted(keep)
+    if len(kept) > limit:  # more validation records than room: the earliest ones and the last
+        kept = kept[:limit - 1] + [len(history) - 1]
+    return [history[i] for i in kept]
+
+
 def save_model(model: SegmentationModel, path: str | Path) -> Path:
     """Write ``model`` to ``path`` atomically: the previous file there is replaced only on success.
 
@@ -76,7 +94,7 @@ def save_model(model: SegmentationModel, path: str | Path) -> Path:
         "in_channels": model.in_channels,
         "normalisation": model.normalisation.to_dict(),
         "config": model.config.to_dict(),
-        "history": model.history,
+        "history": thinned_history(model.history),
         "napari_deepseg_version": __version__,
         "torch_version": torch.__version__,
     })

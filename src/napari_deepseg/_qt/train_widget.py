@@ -239,7 +239,8 @@ class TrainWidget(QWidget):
         try:
             saved = self.model.save(path)
         except (OSError, ValueError) as err:
-            notifications.show_error(f"Could not save the model to '{path}': {err}")
+            text = str(err) if str(path) in str(err) else f"could not save the model to '{path}': {err}"
+            notifications.show_error(text[:1].upper() + text[1:])
             return None
         notifications.show_info(f"Model saved to {saved}")
         return saved

@@ -22,7 +22,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, FloatingPointError) as err:
+    except (ValueError, TypeError, OSError, FloatingPointError) as err:  # OSError: disk full, permissions
         print(f"napari-deepseg {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
