@@ -10,6 +10,7 @@ bounds. Writing goes to a temporary file beside the target, renamed over it only
 from __future__ import annotations
 
 import errno
+import io
 import json
 import math
 import os
@@ -18,7 +19,7 @@ import stat
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 
@@ -44,7 +45,7 @@ def file_error(path: Path, problem: str) -> ModelFileError:
 
 
 @contextmanager
-def open_regular(path: Path) -> Iterator[tuple[BinaryIO, int]]:
+def open_regular(path: Path) -> Iterator[tuple[io.FileIO, int]]:
     """The open file and its size; refuses anything but a regular file without blocking on it."""
     try:
         info = os.stat(path)
@@ -60,7 +61,7 @@ def open_regular(path: Path) -> Iterator[tuple[BinaryIO, int]]:
     with os.fdopen(fd, "rb", buffering=0) as f:
         info = os.fstat(fd)
         _check_regular(path, info.st_mode)
-        yield f, info.st_size  # type: ignore[misc]
+        yield f, info.st_size
 
 
 def _check_regular(path: Path, mode: int) -> None:
@@ -70,7 +71,7 @@ def _check_regular(path: Path, mode: int) -> None:
         raise file_error(path, "is not a regular file (a pipe, socket or device?), so it is no model file")
 
 
-def read_header(f: BinaryIO, path: Path, size: int) -> tuple[dict[str, str], dict[str, Entry]]:
+def read_header(f: io.FileIO, path: Path, size: int) -> tuple[dict[str, str], dict[str, Entry]]:
     """The metadata and the tensor table of the safetensors file ``f``; the weights are not read."""
     not_ours = "is not a napari-deepseg model file"
     if size == 0:
@@ -129,7 +130,7 @@ def header_problem(length: int, items: int) -> str | None:
     return None
 
 
-def read_tensors(f: BinaryIO, path: Path, table: dict[str, Entry]) -> dict[str, torch.Tensor]:
+def read_tensors(f: io.FileIO, path: Path, table: dict[str, Entry]) -> dict[str, torch.Tensor]:
     """The weights that follow the header just read by :func:`read_header`, in one buffer."""
     data = bytearray(max((entry[3] for entry in table.values()), default=0))
     if _read_into(f, data) != len(data):
@@ -139,7 +140,7 @@ def read_tensors(f: BinaryIO, path: Path, table: dict[str, Entry]) -> dict[str, 
             for key, (dtype, shape, begin, _) in table.items()}
 
 
-def _read_into(f: BinaryIO, buffer: bytearray) -> int:
+def _read_into(f: io.FileIO, buffer: bytearray) -> int:
     view, done = memoryview(buffer), 0
     while done < len(buffer):
         count = f.readinto(view[done:])
@@ -167,7 +168,7 @@ def _table_entry(path: Path, key: str, entry: Any) -> Entry:
     return dtype, shape, begin, end
 
 
-def parse_json(path: Path, text: bytes | str, what: str) -> Any:
+def parse_json(path: Path, text: bytes | bytearray | str, what: str) -> Any:
     try:
         return json.loads(text)
     except RecursionError:

@@ -183,5 +183,5 @@ def _as_enum(enum: type[Enum], name: str, value: Any) -> Enum:
     try:
         return enum(value)
     except ValueError:
-        choices = ", ".join(repr(m.value) for m in enum)  # type: ignore[attr-defined]
+        choices = ", ".join(repr(m.value) for m in enum)
         raise ValueError(f"{name} must be one of {choices}, got {value!r}") from None

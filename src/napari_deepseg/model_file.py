@@ -52,7 +52,7 @@ def weights_digest(state_dict: dict[str, torch.Tensor]) -> str:
     for key in sorted(state_dict):
         tensor = state_dict[key].detach().cpu().contiguous()
         digest.update(f"{key}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy())  # the buffer itself, no copy
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().data)  # the buffer itself, no copy
     return digest.hexdigest()
 
 

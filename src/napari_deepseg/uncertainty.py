@@ -38,7 +38,7 @@ def uncertainty(probabilities: np.ndarray | CompactProbabilities) -> np.ndarray:
         top = probabilities.max(axis=0).astype(np.float32)
     if k == 1:
         return np.zeros(top.shape, np.float32)
-    out = (np.float32(1) - top) * np.float32(k / (k - 1))
+    out: np.ndarray = (np.float32(1) - top) * np.float32(k / (k - 1))
     return np.clip(out, 0, 1, out=out)
 
 
@@ -72,7 +72,8 @@ def suggest_next_region(uncertainty_map: np.ndarray, labels: np.ndarray | None =
     y0, x0 = np.meshgrid(ys, xs, indexing="ij")
 
     def window_sum(table: np.ndarray) -> np.ndarray:
-        return table[y0 + wy, x0 + wx] - table[y0, x0 + wx] - table[y0 + wy, x0] + table[y0, x0]
+        total: np.ndarray = table[y0 + wy, x0 + wx] - table[y0, x0 + wx] - table[y0 + wy, x0] + table[y0, x0]
+        return total
 
     score = window_sum(sums)
     score[window_sum(strokes) > 0] = -np.inf

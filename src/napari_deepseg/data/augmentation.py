@@ -171,7 +171,7 @@ def colour_matrix(hue_angles: torch.Tensor, saturations: torch.Tensor) -> torch.
     cos, sin = torch.cos(hue_angles), torch.sin(hue_angles)
     rotate = eye.repeat(batch, 1, 1)
     rotate[:, 1, 1], rotate[:, 1, 2], rotate[:, 2, 1], rotate[:, 2, 2] = cos, -sin, sin, cos
-    hue = torch.linalg.inv(_RGB_TO_YIQ) @ rotate @ _RGB_TO_YIQ
+    hue: torch.Tensor = torch.linalg.inv(_RGB_TO_YIQ) @ rotate @ _RGB_TO_YIQ
     return hue @ saturate
 
 

@@ -114,7 +114,8 @@ def channel_axis_from_labels(image_shape: tuple[int, ...], labels_shape: tuple[i
     ndim, labels_shape = len(image_shape), tuple(labels_shape)
     if ndim != len(labels_shape) + 1:
         return None
-    for axis in [ndim - 1, *range(ndim - 3, -1, -1), ndim - 2]:
+    axes: list[int] = [ndim - 1, *range(ndim - 3, -1, -1), ndim - 2]
+    for axis in axes:
         if tuple(image_shape[:axis]) + tuple(image_shape[axis + 1:]) == labels_shape:
             return axis
     return None

@@ -42,10 +42,10 @@ def _resolve_training_channel_axis(
         return axis
     if image_shape == labels_shape:
         return None
-    axis = channel_axis_from_labels(image_shape, labels_shape)
-    if axis is None:
+    found = channel_axis_from_labels(image_shape, labels_shape)
+    if found is None:
         raise ValueError(mismatch)
-    return axis
+    return found
 
 
 def check_training_pair(image: Any, labels: Any, *, channel_axis: int | None = None
@@ -95,7 +95,8 @@ def pair_slices(image: np.ndarray, axis: int | None) -> np.ndarray:
     """``(S, C, H, W)`` view of a training image whose channel axis is ``axis``."""
     if axis is None:  # same ndim as the labels: no channel axis, whatever the last axis' size
         return image.reshape(-1, 1, *image.shape[-2:])
-    return to_slices(image, channel_axis=axis).data
+    slices: np.ndarray = to_slices(image, channel_axis=axis).data  # numpy in, numpy out
+    return slices
 
 
 def labelled_slices(labels: np.ndarray) -> np.ndarray:

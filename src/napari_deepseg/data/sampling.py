@@ -65,7 +65,7 @@ class PatchSampler:
             raise ValueError(f"patch_size must be >= 1, got {patch_size}")
         if not 0 <= labelled_fraction <= 1:
             raise ValueError(f"labelled_fraction must be in [0, 1], got {labelled_fraction}")
-        channels = images[0].shape[0]
+        channels: int = images[0].shape[0]
         self._images: list[np.ndarray] = []
         self._labels: list[np.ndarray] = []
         for image, lab in zip(images, labels):

@@ -10,6 +10,8 @@ network does on strokes it never trained on, a block away from most training str
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 
 MIN_LABELLED_FOR_VALIDATION = 200
@@ -22,7 +24,8 @@ def _mix(x: np.ndarray) -> np.ndarray:
     with np.errstate(over="ignore"):
         x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        return x ^ (x >> np.uint64(31))
+        mixed: np.ndarray = x ^ (x >> np.uint64(31))
+    return mixed
 
 
 def block_uniforms(seed: int, pair: int, slice_index: int, rows: int, cols: int) -> np.ndarray:
@@ -34,7 +37,8 @@ def block_uniforms(seed: int, pair: int, slice_index: int, rows: int, cols: int)
         by, bx = np.meshgrid(np.arange(rows, dtype=np.uint64), np.arange(cols, dtype=np.uint64),
                              indexing="ij")
         x = _mix(_mix(h ^ (by + _GOLDEN)) ^ (bx + _GOLDEN))
-    return (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    uniforms: np.ndarray = (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+    return uniforms
 
 
 def validation_masks(
@@ -103,4 +107,5 @@ def _block_any(mask: np.ndarray, block_size: int) -> np.ndarray:
     rows, cols = -(-mask.shape[0] // block_size), -(-mask.shape[1] // block_size)
     padded = np.zeros((rows * block_size, cols * block_size), bool)
     padded[: mask.shape[0], : mask.shape[1]] = mask
-    return padded.reshape(rows, block_size, cols, block_size).any(axis=(1, 3))
+    # numpy's stubs type any(axis=...) as a scalar or an array: over 2 of 4 axes it is (rows, cols).
+    return cast(np.ndarray, padded.reshape(rows, block_size, cols, block_size).any(axis=(1, 3)))

@@ -107,7 +107,7 @@ class TrainingSet:
             class the network was not built for, or no labelled pixel left in any pair. The
             current labels are kept.
         """
-        index_ok = isinstance(pair, (int, np.integer)) and not isinstance(pair, bool)
+        index_ok = not isinstance(pair, bool) and isinstance(pair, (int, np.integer))
         if not index_ok or not 0 <= pair < self.num_pairs:
             raise ValueError(f"pair must be an index in 0..{self.num_pairs - 1}, got {pair!r}")
         new = np.asarray(labels)
