@@ -14,15 +14,18 @@ hide_triton_if_llvm_is_loaded()  # before torch/torchvision are imported below
 
 from .config import AugmentationConfig, TrainingConfig
 from .models import available_architectures
-from .prediction import CompactProbabilities, apply_threshold
+from .prediction import CompactProbabilities, PredictionOptions, apply_threshold
 from .segmentation_model import SegmentationModel
+from .tiling import TilingOptions
 from .training import Trainer, TrainingProgress, ValidationMetrics
 from .uncertainty import suggest_next_region, uncertainty
 
 __all__ = [
     "AugmentationConfig",
     "CompactProbabilities",
+    "PredictionOptions",
     "SegmentationModel",
+    "TilingOptions",
     "Trainer",
     "TrainingConfig",
     "TrainingProgress",
