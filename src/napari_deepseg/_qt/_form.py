@@ -11,10 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from magicgui.backends._qtpy.widgets import FloatSpinBox as _QtFloatSpinBox
-from magicgui.widgets import ComboBox, FloatSpinBox, SpinBox
+from magicgui.widgets import CheckBox, ComboBox, Container, FloatSpinBox, SpinBox
 from magicgui.widgets.bases import RangedWidget
 from qtpy.QtGui import QValidator
 from qtpy.QtWidgets import QComboBox, QDoubleSpinBox, QWidget
+from superqt import QCollapsible
 
 
 class ScientificSpinBox(QDoubleSpinBox):
@@ -103,3 +104,34 @@ def select(combo: ComboBox, value: Any) -> None:
     if value not in combo.choices:
         combo.set_choice(str(value), value)
     combo.value = value
+
+
+def indented(checkbox: CheckBox) -> Container:
+    """``checkbox`` in a row with an empty field label, so it lines up with the labelled values."""
+    row = Container(widgets=[checkbox], layout="horizontal", labels=False, label=" ")
+    row.margins = (0, 0, 0, 0)
+    return row
+
+
+def flush(collapsible: QCollapsible) -> QCollapsible:
+    """No indent for ``collapsible``'s content (napari's style sheet pads every frame by 1 px)."""
+    collapsible.setObjectName("flush_collapsible")
+    collapsible.setStyleSheet("#flush_collapsible { padding: 0px; }")
+    collapsible.layout().setContentsMargins(0, 0, 0, 0)
+    collapsible.content().layout().setContentsMargins(0, 0, 0, 0)
+    return collapsible
+
+
+def align_labels(*containers: Container) -> None:
+    """Give the field labels of ``containers`` one width, the widest's, so the values form one column.
+
+    magicgui unifies the widths per container from the application font; under napari's style
+    sheet the labels are wider than that measure, so the polished labels are measured instead.
+    """
+    labels = [labelled._label_widget.native for container in containers for widget in container
+              if (labelled := widget._labeled_widget()) is not None]
+    for label in labels:
+        label.ensurePolished()
+    width = max((label.sizeHint().width() for label in labels), default=0)
+    for label in labels:
+        label.setMinimumWidth(width)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from magicgui.widgets import ComboBox, Container, Label, PushButton, create_widget
 from napari.layers import Image, Labels
+from qtpy.QtWidgets import QSizePolicy
 
 from . import layers as layer_io
 from ._form import compact
@@ -50,8 +51,12 @@ class PairsEditor(Container):
         self.rows: list[PairRow] = []
         self.add_button = PushButton(text="+", tooltip="Add another image / labels pair (sizes may differ)")
         self.add_button.native.setFixedWidth(28)
-        header = Container(widgets=[Label(value="Image"), Label(value="Labels (strokes)"), self.add_button],
-                           layout="horizontal", labels=False)
+        titles = [Label(value="Image"), Label(value="Labels (strokes)")]
+        for title in titles:  # halves of the row like the pickers below, text on their left edge
+            policy = QSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Fixed)
+            policy.setHorizontalStretch(1)
+            title.native.setSizePolicy(policy)
+        header = Container(widgets=[*titles, self.add_button], layout="horizontal", labels=False)
         header.margins = (0, 0, 0, 0)
         super().__init__(widgets=[header], labels=False)
         self.margins = (0, 0, 0, 0)

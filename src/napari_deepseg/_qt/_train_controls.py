@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, LineEdit
+from qtpy.QtCore import QEvent
 from qtpy.QtWidgets import QVBoxLayout, QWidget
 from superqt import QCollapsible
 
@@ -21,7 +22,7 @@ from ..models import (
     pretrained_weights_available,
     pretrained_weights_status,
 )
-from ._form import choice_combo, float_spin, int_spin, scientific_spin, select
+from ._form import align_labels, choice_combo, float_spin, flush, indented, int_spin, scientific_spin, select
 from ._train_job import parse_class_names
 
 OPTIMIZERS = {Optimizer.ADAM: "Adam", Optimizer.ADAMW: "AdamW", Optimizer.SGD: "SGD (Nesterov momentum)"}
@@ -78,8 +79,9 @@ class TrainControls(QWidget):
             "empty: the labels layer's names, else 'class 1', 'class 2', ..."))
         self.class_names_edit.native.setPlaceholderText("class 1, class 2, …")
         self.basic = Container(widgets=[
-            self.architecture_combo, self.hint_label, self.encoder_combo, self.pretrained_checkbox, stop_row,
-            self.learning_rate_spin, self.batch_size_spin, self.patch_size_spin, self.class_names_edit])
+            self.architecture_combo, self.hint_label, self.encoder_combo, indented(self.pretrained_checkbox),
+            stop_row, self.learning_rate_spin, self.batch_size_spin, self.patch_size_spin,
+            self.class_names_edit])
         self.basic.margins = (0, 0, 0, 0)
 
         self._build_advanced()
@@ -132,15 +134,22 @@ class TrainControls(QWidget):
                                                "Channel axis of multichannel (non-RGB) images")
         self.advanced_form = Container(widgets=[
             self.optimizer_combo, self.weight_decay_spin, self.schedule_combo, self.loss_combo,
-            self.dice_weight_spin, self.class_balancing_checkbox, self.labelled_fraction_spin,
+            self.dice_weight_spin, indented(self.class_balancing_checkbox), self.labelled_fraction_spin,
             self.validation_fraction_spin, self.validation_interval_spin, self.seed_spin, self.device_combo,
-            self.precision_combo, self.flips_checkbox, self.rot90_checkbox, *self.augmentation_spins.values(),
-            self.preview_interval_spin, self.preview_tile_spin, self.channel_axis_combo])
+            self.precision_combo, indented(self.flips_checkbox), indented(self.rot90_checkbox),
+            *self.augmentation_spins.values(), self.preview_interval_spin, self.preview_tile_spin,
+            self.channel_axis_combo])
         self.advanced_form.margins = (0, 0, 0, 0)
-        self.advanced = QCollapsible("Advanced")
+        self.advanced = flush(QCollapsible("Advanced"))  # its fields in the column of the basic ones
         self.advanced.addWidget(self.advanced_form.native)
         self.preview_interval_spin.value = 25
         self.preview_tile_spin.value = 512
+
+    def event(self, event: QEvent) -> bool:
+        handled = super().event(event)
+        if event.type() in (QEvent.Show, QEvent.FontChange, QEvent.StyleChange):  # napari's style sheet
+            align_labels(self.basic, self.advanced_form)  # sets the label widths
+        return handled
 
     # ------------------------------------------------------------------ config
     def config(self) -> TrainingConfig:
