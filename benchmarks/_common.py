@@ -60,12 +60,15 @@ def load_dataset(root: Path, name: str, max_images: int = 0) -> Dataset:
 
 # --- labels -------------------------------------------------------------------------------------
 
+
 def strokes_for(masks: Sequence[np.ndarray], seed: int, pixel_fraction: float = 0.01) -> list[np.ndarray]:
     """``simulate_strokes`` per image (~1 % of pixels), seeded by (seed, image index)."""
     from napari_deepseg.data.strokes import simulate_strokes
 
-    return [simulate_strokes(m, rng=np.random.default_rng([seed, i]), pixel_fraction=pixel_fraction)
-            for i, m in enumerate(masks)]
+    return [
+        simulate_strokes(m, rng=np.random.default_rng([seed, i]), pixel_fraction=pixel_fraction)
+        for i, m in enumerate(masks)
+    ]
 
 
 def dense_labels(masks: Sequence[np.ndarray]) -> list[np.ndarray]:
@@ -83,8 +86,9 @@ def class_map_3(mask: np.ndarray, ring: int = 2) -> np.ndarray:
     return (mask.astype(np.uint8) + (mask & ~eroded)).astype(np.uint8)
 
 
-def strokes_3class(class_maps: Sequence[np.ndarray], seed: int,
-                   pixel_fraction: float = 0.01) -> list[np.ndarray]:
+def strokes_3class(
+    class_maps: Sequence[np.ndarray], seed: int, pixel_fraction: float = 0.01
+) -> list[np.ndarray]:
     """Strokes for the 3-class maps, ~``pixel_fraction / 3`` of the pixels per class.
 
     Background and interior: ``simulate_strokes_multiclass`` as for two classes (width 3, 3 px off
@@ -95,12 +99,16 @@ def strokes_3class(class_maps: Sequence[np.ndarray], seed: int,
 
     out = []
     for i, cmap in enumerate(class_maps):
-        labels = simulate_strokes_multiclass(cmap, rng=np.random.default_rng([seed, i]),
-                                             pixel_fraction=pixel_fraction)
-        ring = simulate_strokes_multiclass((cmap == 2).astype(np.uint8),
-                                           rng=np.random.default_rng([seed, i, 3]),
-                                           pixel_fraction=pixel_fraction * 2 / 3, stroke_width=1,
-                                           boundary_margin=0)
+        labels = simulate_strokes_multiclass(
+            cmap, rng=np.random.default_rng([seed, i]), pixel_fraction=pixel_fraction
+        )
+        ring = simulate_strokes_multiclass(
+            (cmap == 2).astype(np.uint8),
+            rng=np.random.default_rng([seed, i, 3]),
+            pixel_fraction=pixel_fraction * 2 / 3,
+            stroke_width=1,
+            boundary_margin=0,
+        )
         labels[(ring == 2) & (labels == 0)] = 3
         out.append(labels)
     return out
@@ -108,12 +116,14 @@ def strokes_3class(class_maps: Sequence[np.ndarray], seed: int,
 
 # --- scores ---------------------------------------------------------------------------------------
 
+
 def confusion(predictions: Sequence[np.ndarray], truths: Sequence[np.ndarray], k: int) -> np.ndarray:
     """Pooled (k, k) counts over every pixel; rows truth, columns prediction; labels 1..k."""
     total = np.zeros((k, k), np.int64)
     for p, t in zip(predictions, truths):
-        total += np.bincount((t.astype(np.int64).ravel() - 1) * k + (p.astype(np.int64).ravel() - 1),
-                             minlength=k * k).reshape(k, k)
+        total += np.bincount(
+            (t.astype(np.int64).ravel() - 1) * k + (p.astype(np.int64).ravel() - 1), minlength=k * k
+        ).reshape(k, k)
     return total
 
 
@@ -130,14 +140,16 @@ def nucleus_scores(predictions: Sequence[np.ndarray], masks: Sequence[np.ndarray
     return float(iou[NUCLEUS - 1]), float(dice[NUCLEUS - 1])
 
 
-def mean_scores(predictions: Sequence[np.ndarray], truths: Sequence[np.ndarray],
-                k: int) -> tuple[float, float]:
+def mean_scores(
+    predictions: Sequence[np.ndarray], truths: Sequence[np.ndarray], k: int
+) -> tuple[float, float]:
     """Pooled IoU and Dice averaged over the k classes (truth labels 1..k)."""
     iou, dice = iou_dice(confusion(predictions, truths, k))
     return float(np.nanmean(iou)), float(np.nanmean(dice))
 
 
 # --- robustness shifts ------------------------------------------------------------------------
+
 
 def _range(image: np.ndarray) -> tuple[float, float]:
     if np.issubdtype(image.dtype, np.integer):
@@ -180,8 +192,11 @@ def stain(image: np.ndarray, h: float, e: float) -> np.ndarray:
 
 def shifts(rgb: bool) -> dict[str, Callable[[np.ndarray], np.ndarray]]:
     out: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-        "x0.6": lambda im: brightness(im, 0.6), "x1.6": lambda im: brightness(im, 1.6),
-        "gamma 0.7": lambda im: gamma(im, 0.7), "gamma 1.4": lambda im: gamma(im, 1.4)}
+        "x0.6": lambda im: brightness(im, 0.6),
+        "x1.6": lambda im: brightness(im, 1.6),
+        "gamma 0.7": lambda im: gamma(im, 0.7),
+        "gamma 1.4": lambda im: gamma(im, 1.4),
+    }
     if rgb:
         out["H x0.8 E x1.2"] = lambda im: stain(im, 0.8, 1.2)
         out["H x1.2 E x0.8"] = lambda im: stain(im, 1.2, 0.8)
@@ -195,8 +210,10 @@ def nucleus_evaluation(predict: Callable[[np.ndarray], np.ndarray], data: Datase
     iou, dice = nucleus_scores([predict(im) for im in data.test_images], data.test_masks)
     out: dict[str, Any] = dict(iou=iou, dice=dice)
     if robustness:
-        shifted = {name: nucleus_scores([predict(shift(im)) for im in data.test_images], data.test_masks)[0]
-                   for name, shift in shifts(data.rgb).items()}
+        shifted = {
+            name: nucleus_scores([predict(shift(im)) for im in data.test_images], data.test_masks)[0]
+            for name, shift in shifts(data.rgb).items()
+        }
         out.update(shifted=shifted, worst_drop=iou - min(shifted.values()))
     out["eval_s"] = round(time.perf_counter() - start, 1)
     return out
@@ -204,12 +221,14 @@ def nucleus_evaluation(predict: Callable[[np.ndarray], np.ndarray], data: Datase
 
 # --- the ilastik-style random forest ---------------------------------------------------------
 
+
 def forest_features(image: np.ndarray) -> np.ndarray:
     """(H, W, F) float32: intensity, edges and texture at sigmas 0.5-16 per channel (as ilastik)."""
     from skimage.feature import multiscale_basic_features
 
-    return multiscale_basic_features(image, channel_axis=-1 if image.ndim == 3 else None,
-                                     sigma_min=0.5, sigma_max=16).astype(np.float32)
+    return multiscale_basic_features(
+        image, channel_axis=-1 if image.ndim == 3 else None, sigma_min=0.5, sigma_max=16
+    ).astype(np.float32)
 
 
 class PixelForest:
@@ -218,8 +237,9 @@ class PixelForest:
     def __init__(self, seed: int = 0, trees: int = 100) -> None:
         from sklearn.ensemble import RandomForestClassifier
 
-        self.forest = RandomForestClassifier(n_estimators=trees, n_jobs=-1, random_state=seed,
-                                             max_samples=0.5)
+        self.forest = RandomForestClassifier(
+            n_estimators=trees, n_jobs=-1, random_state=seed, max_samples=0.5
+        )
         self.num_classes = 0
 
     def fit(self, features: Sequence[np.ndarray], labels: Sequence[np.ndarray]) -> PixelForest:
@@ -248,6 +268,7 @@ class PixelForest:
 
 # --- results file ------------------------------------------------------------------------------
 
+
 class Results:
     """A JSON dict of finished cells, written after each one, so a rerun skips what is done."""
 
@@ -255,8 +276,9 @@ class Results:
         self.path = path
         self.cells: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
 
-    def record(self, key: str, compute: Callable[[], dict],
-               describe: Callable[[dict], str] | None = None) -> dict:
+    def record(
+        self, key: str, compute: Callable[[], dict], describe: Callable[[dict], str] | None = None
+    ) -> dict:
         if key not in self.cells:
             self.cells[key] = compute()
             self.path.write_text(json.dumps(self.cells, indent=1, default=_json_default))
@@ -285,17 +307,28 @@ def tag_for(args: Any) -> str:
     """``--tag``, else one made from the options, so A/B cells never share a key."""
     if args.tag:
         return args.tag
-    names = ("encoder", "regularisation_weight", "ema_decay", "normalisation", "iterations", "gamma",
-             "overexposure")
+    names = (
+        "encoder",
+        "regularisation_weight",
+        "ema_decay",
+        "normalisation",
+        "iterations",
+        "gamma",
+        "overexposure",
+    )
     return ",".join(f"{n}={getattr(args, n)}" for n in names if getattr(args, n) is not None)
 
 
 def add_data_options(parser: Any, name: str) -> None:
     """--data, --max-images and --datasets; ``name`` is the script's, for the smoke-test file."""
     parser.add_argument("--data", type=Path, default=Path("../shared/data/dsb2018"))
-    parser.add_argument("--max-images", type=int, default=0,
-                        help="smoke tests: the first N train and held-out images "
-                             f"(then --json defaults to {name}-smoke.json)")
+    parser.add_argument(
+        "--max-images",
+        type=int,
+        default=0,
+        help="smoke tests: the first N train and held-out images "
+        f"(then --json defaults to {name}-smoke.json)",
+    )
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
 
 
@@ -305,8 +338,11 @@ def add_training_options(parser: Any) -> None:
     group.add_argument("--regularisation-weight", type=float)
     group.add_argument("--ema-decay", type=float)
     group.add_argument("--normalisation", choices=["per_image", "dataset"])
-    group.add_argument("--iterations", type=int,
-                       help="also stop at this many iterations (A/B runs that other processes may slow)")
+    group.add_argument(
+        "--iterations",
+        type=int,
+        help="also stop at this many iterations (A/B runs that other processes may slow)",
+    )
     group.add_argument("--gamma", type=float, help="AugmentationConfig.gamma")
     group.add_argument("--overexposure", type=float, help="AugmentationConfig.overexposure")
     group.add_argument("--tag", default="", help="goes into the result keys (default: made from the options)")

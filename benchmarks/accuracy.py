@@ -77,6 +77,7 @@ def train(images, labels, config: TrainingConfig, class_names) -> tuple[Trainer,
 
 # A fit returns (predict: image -> labels 1..K, facts about the training).
 
+
 def fit_network(images, labels, config: TrainingConfig, class_names) -> tuple[Callable, dict]:
     trainer, out = train(images, labels, config, class_names)
     return trainer.model.predict, dict(out, config=config.to_dict())
@@ -85,8 +86,10 @@ def fit_network(images, labels, config: TrainingConfig, class_names) -> tuple[Ca
 def fit_forest(images, labels, seed: int) -> tuple[Callable, dict]:
     start = time.perf_counter()
     forest = PixelForest(seed).fit([forest_features(im)[lab > 0] for im, lab in zip(images, labels)], labels)
-    return (lambda im: forest.predict(forest_features(im)),
-            dict(iterations=0, train_s=round(time.perf_counter() - start, 1)))
+    return (
+        lambda im: forest.predict(forest_features(im)),
+        dict(iterations=0, train_s=round(time.perf_counter() - start, 1)),
+    )
 
 
 def nucleus_cell(data: Dataset, labels: list, robustness: bool, fit: Callable, *fit_args) -> dict:
@@ -100,13 +103,19 @@ def multiclass_cell(data: Dataset, labels: list, fit: Callable, *fit_args) -> di
     start = time.perf_counter()
     truths = data.cached("3-class test", lambda: [class_map_3(m) + 1 for m in data.test_masks])
     iou, dice = iou_dice(confusion_matrix([predict(im) for im in data.test_images], truths, 3))
-    return dict(out, iou=float(np.nanmean(iou)), dice=float(np.nanmean(dice)), class_iou=iou.tolist(),
-                eval_s=round(time.perf_counter() - start, 1))
+    return dict(
+        out,
+        iou=float(np.nanmean(iou)),
+        dice=float(np.nanmean(dice)),
+        class_iou=iou.tolist(),
+        eval_s=round(time.perf_counter() - start, 1),
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_data_options(parser, "accuracy")
     parser.add_argument("--budgets", nargs="+", type=float, default=[1, 3, 10], help="CPU minutes")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
@@ -126,8 +135,10 @@ def main() -> None:
         return
 
     robust = not args.no_robustness
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; options {options or 'defaults'}",
-          flush=True)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; options {options or 'defaults'}",
+        flush=True,
+    )
     datasets = {name: load_dataset(args.data, name, args.max_images) for name in args.datasets}
     for d in datasets.values():
         print(f"{d.name}: {len(d.images)} training images, {len(d.test_images)} held out", flush=True)
@@ -150,14 +161,16 @@ def main() -> None:
 
         results.record(key, compute, describe)
 
-    forest_kinds = [kind for kind, cell in (("strokes", "forest"), ("3-class strokes", "multiclass"))
-                    if cell in args.only]
+    forest_kinds = [
+        kind for kind, cell in (("strokes", "forest"), ("3-class strokes", "multiclass")) if cell in args.only
+    ]
     # The forests first: about a minute each, and every comparison needs them.
     for seed in args.seeds:
         for d in datasets.values():
             for kind in forest_kinds:
-                facts = dict(dataset=d.name, method="random forest", labels=kind, budget=None, tag="",
-                             seed=seed)
+                facts = dict(
+                    dataset=d.name, method="random forest", labels=kind, budget=None, tag="", seed=seed
+                )
                 run_cell(f"{d.name}/random forest/{kind}/seed {seed}", facts, fit_forest, seed)
     # Budgets outermost: an interrupted run still has every dataset and seed at the small budgets.
     for budget in args.budgets:
@@ -170,11 +183,24 @@ def main() -> None:
             for d in datasets.values():
                 for arch, kind in runs:
                     key = f"{d.name}/{arch}/{kind}/{budget:g} min{f' [{tag}]' if tag else ''}/seed {seed}"
-                    config = TrainingConfig(**{"architecture": arch, "pretrained": False, "iterations": None,
-                                               "max_minutes": budget, "seed": seed, **options})
+                    config = TrainingConfig(
+                        **{
+                            "architecture": arch,
+                            "pretrained": False,
+                            "iterations": None,
+                            "max_minutes": budget,
+                            "seed": seed,
+                            **options,
+                        }
+                    )
                     facts = dict(dataset=d.name, method=arch, labels=kind, budget=budget, tag=tag, seed=seed)
-                    run_cell(key, facts, fit_network, config,
-                             CLASS_NAMES_3 if kind.startswith("3-class") else CLASS_NAMES)
+                    run_cell(
+                        key,
+                        facts,
+                        fit_network,
+                        config,
+                        CLASS_NAMES_3 if kind.startswith("3-class") else CLASS_NAMES,
+                    )
     report(results.cells, tag)
 
 
@@ -210,24 +236,32 @@ def worst_drop(rows: list[dict]) -> tuple[float, str] | None:
 
 def report(cells: dict[str, dict], tag: str) -> None:
     groups = group(cells)
-    print(f"\n{'dataset':<13}{'method':<15}{'labels':<17}{'min':>5} {'tag':<14}{'seeds':>6}{'its':>7}  "
-          f"{'IoU mean ± std (min-max)':<32}{'Dice':>6}  worst drop (shift)")
+    print(
+        f"\n{'dataset':<13}{'method':<15}{'labels':<17}{'min':>5} {'tag':<14}{'seeds':>6}{'its':>7}  "
+        f"{'IoU mean ± std (min-max)':<32}{'Dice':>6}  worst drop (shift)"
+    )
     for (dataset, method, labels, budget, t), rows in groups.items():
         wd = worst_drop(rows)
         its = np.mean([r["iterations"] for r in rows])
         dice = np.mean([r["dice"] for r in rows])
         minutes = f"{budget:g}" if budget else "-"
-        print(f"{dataset:<13}{method:<15}{labels:<17}{minutes:>5} {t or '-':<14}{len(rows):>6}"
-              f"{its:>7.0f}  {spread([r['iou'] for r in rows]):<32}{dice:>6.3f}  "
-              + (f"{wd[0]:+.3f} ({wd[1]})" if wd else "-"))
+        print(
+            f"{dataset:<13}{method:<15}{labels:<17}{minutes:>5} {t or '-':<14}{len(rows):>6}"
+            f"{its:>7.0f}  {spread([r['iou'] for r in rows]):<32}{dice:>6.3f}  "
+            + (f"{wd[0]:+.3f} ({wd[1]})" if wd else "-")
+        )
     print("\nsummary: " + summary(groups, tag))
 
 
 def summary(groups: dict[Group, list[dict]], tag: str) -> str:
     """The issue's targets, MET / MISSED and by how much, on the cells of ``tag``."""
+
     def mean_iou(dataset: str, method: str, labels: str, budget: float | None, seeds=None) -> float | None:
-        rows = [r for r in groups.get((dataset, method, labels, budget, "" if budget is None else tag), [])
-                if seeds is None or r["seed"] in seeds]
+        rows = [
+            r
+            for r in groups.get((dataset, method, labels, budget, "" if budget is None else tag), [])
+            if seeds is None or r["seed"] in seeds
+        ]
         return float(np.mean([r["iou"] for r in rows])) if rows else None
 
     def seeds_of(*g: Any) -> set[int]:
@@ -265,12 +299,15 @@ def summary(groups: dict[Group, list[dict]], tag: str) -> str:
         rf = worst_drop(groups.get((ds, "random forest", "strokes", None, ""), []))
         if wd:
             margins[ds] = 0.02 - wd[0]
-            details.append(f"{ds} U-Net 3 min {wd[0]:+.3f} ({wd[1]})"
-                           + (f", RF {rf[0]:+.3f} ({rf[1]})" if rf else ""))
+            details.append(
+                f"{ds} U-Net 3 min {wd[0]:+.3f} ({wd[1]})" + (f", RF {rf[0]:+.3f} ({rf[1]})" if rf else "")
+            )
     parts.append(verdict("robustness drop <= 0.02", margins, details))
-    three = [f"{ds} {m}{f' {b:g} min' if b else ''} {np.mean([r['iou'] for r in rows]):.3f}"
-             for (ds, m, labels, b, t), rows in groups.items()
-             if labels == "3-class strokes" and (t == tag or b is None)]
+    three = [
+        f"{ds} {m}{f' {b:g} min' if b else ''} {np.mean([r['iou'] for r in rows]):.3f}"
+        for (ds, m, labels, b, t), rows in groups.items()
+        if labels == "3-class strokes" and (t == tag or b is None)
+    ]
     if three:
         parts.append("3-class mean IoU: " + "; ".join(three))
     return (f"[{tag}] " if tag else "") + " | ".join(parts)

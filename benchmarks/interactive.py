@@ -70,22 +70,29 @@ POLICIES = ("error", "uncertainty")
 
 # --- the simulated user -----------------------------------------------------------------------
 
+
 def initial_strokes(masks: list[np.ndarray], seed: int, per_class: int = 2) -> list[np.ndarray]:
     """``per_class`` strokes per class per image: a 1-pixel target makes each call paint one."""
     out = []
     for i, mask in enumerate(masks):
         labels = np.zeros(mask.shape, np.uint8)
         for j in range(per_class):
-            new = simulate_strokes(mask, rng=np.random.default_rng([seed, i, j]),
-                                   pixel_fraction=2 / mask.size)
+            new = simulate_strokes(
+                mask, rng=np.random.default_rng([seed, i, j]), pixel_fraction=2 / mask.size
+            )
             free = (new > 0) & (labels == 0)
             labels[free] = new[free]
         out.append(labels)
     return out
 
 
-def stroke_inside(region: np.ndarray, rng: np.random.Generator, start: tuple[int, int] | None = None,
-                  length: int = 30, width: int = 3) -> np.ndarray:
+def stroke_inside(
+    region: np.ndarray,
+    rng: np.random.Generator,
+    start: tuple[int, int] | None = None,
+    length: int = 30,
+    width: int = 3,
+) -> np.ndarray:
     """A stroke (bool mask) inside ``region``: the longest of 8 random walks from ``start`` (else
     the deepest pixel), kept a pixel off the region's edge where the region is wide enough."""
     depth = ndimage.distance_transform_edt(region)
@@ -127,7 +134,7 @@ def _most_uncertain(views, truths, labels, done) -> tuple[int, int, np.ndarray, 
     i, (y, x) = best
     c = int(truths[i][y, x])
     box = np.zeros(labels[i].shape, bool)
-    box[max(y - 20, 0):y + 21, max(x - 20, 0):x + 21] = True
+    box[max(y - 20, 0) : y + 21, max(x - 20, 0) : x + 21] = True
     regions, _ = ndimage.label((truths[i] == c) & (labels[i] == 0) & box)
     return i, c, regions == regions[y, x], (int(y), int(x))
 
@@ -165,14 +172,27 @@ def looked_at(look: int, n: int, per_look: int, order: np.ndarray) -> list[int]:
 
 # --- the two sessions -----------------------------------------------------------------------
 
-def network_session(d: Dataset, pairs: list[int], start: list[np.ndarray], policy: str, seed: int,
-                    args: argparse.Namespace, options: dict) -> dict:
+
+def network_session(
+    d: Dataset,
+    pairs: list[int],
+    start: list[np.ndarray],
+    policy: str,
+    seed: int,
+    args: argparse.Namespace,
+    options: dict,
+) -> dict:
     images = [d.images[p] for p in pairs]
     truths = dense_labels([d.masks[p] for p in pairs])
     labels = [s.copy() for s in start]
     budget = args.minutes * 60
-    config = TrainingConfig(pretrained=False, iterations=None, seed=seed,
-                            max_minutes=args.minutes if args.limit == "minutes" else None, **options)
+    config = TrainingConfig(
+        pretrained=False,
+        iterations=None,
+        seed=seed,
+        max_minutes=args.minutes if args.limit == "minutes" else None,
+        **options,
+    )
     trainer = Trainer(images, labels, config, class_names=CLASS_NAMES)
     rng, order = np.random.default_rng([seed, 7]), np.random.default_rng([seed, 8]).permutation(len(pairs))
     strokes = initial = count_strokes(start, args.start_strokes)
@@ -193,19 +213,33 @@ def network_session(d: Dataset, pairs: list[int], start: list[np.ndarray], polic
             iou = nucleus_scores([trainer.model.predict(im) for im in d.test_images], d.test_masks)[0]
             e = time.perf_counter() - t
             eval_s += e
-            checks.append(dict(train_s=round(clock, 1), iteration=progress.iteration, strokes=strokes,
-                               iou=iou, eval_s=round(e, 2),
-                               trainer_elapsed_s=round(progress.elapsed_seconds, 1)))
-            print(f"    {clock:6.0f} s  it {progress.iteration:>5}  strokes {strokes:>4}  IoU {iou:.3f}",
-                  flush=True)
+            checks.append(
+                dict(
+                    train_s=round(clock, 1),
+                    iteration=progress.iteration,
+                    strokes=strokes,
+                    iou=iou,
+                    eval_s=round(e, 2),
+                    trainer_elapsed_s=round(progress.elapsed_seconds, 1),
+                )
+            )
+            print(
+                f"    {clock:6.0f} s  it {progress.iteration:>5}  strokes {strokes:>4}  IoU {iou:.3f}",
+                flush=True,
+            )
         if clock >= next_look and clock < budget:
             next_look += args.look_every
             t = time.perf_counter()
             views = []
             for i in looked_at(looks, len(pairs), args.images_per_look, order):
                 compact = trainer.model.predict_compact(images[i])
-                views.append((i, apply_threshold(compact, 0.0),
-                              uncertainty(compact) if policy == "uncertainty" else None))
+                views.append(
+                    (
+                        i,
+                        apply_threshold(compact, 0.0),
+                        uncertainty(compact) if policy == "uncertainty" else None,
+                    )
+                )
             for i in add_strokes(policy, views, truths, labels, rng, args.strokes_per_look):
                 trainer.update_labels(labels[i], pair=i)
                 strokes += 1
@@ -214,13 +248,28 @@ def network_session(d: Dataset, pairs: list[int], start: list[np.ndarray], polic
         if progress.finished:
             break
     run.close()
-    return dict(checks=checks, train_s=round(clock, 1), iterations=progress.iteration if progress else 0,
-                look_s=round(look_s, 1), eval_s=round(eval_s, 1), looks=looks, start_strokes=initial,
-                ended_early=clock < budget - 1, config=config.to_dict())
+    return dict(
+        checks=checks,
+        train_s=round(clock, 1),
+        iterations=progress.iteration if progress else 0,
+        look_s=round(look_s, 1),
+        eval_s=round(eval_s, 1),
+        looks=looks,
+        start_strokes=initial,
+        ended_early=clock < budget - 1,
+        config=config.to_dict(),
+    )
 
 
-def forest_session(d: Dataset, pairs: list[int], start: list[np.ndarray], policy: str, seed: int,
-                   added: int, args: argparse.Namespace) -> dict:
+def forest_session(
+    d: Dataset,
+    pairs: list[int],
+    start: list[np.ndarray],
+    policy: str,
+    seed: int,
+    added: int,
+    args: argparse.Namespace,
+) -> dict:
     features = [forest_features(d.images[p]) for p in pairs]
     test_features = d.cached("test features", lambda: [forest_features(im) for im in d.test_images])
     truths = dense_labels([d.masks[p] for p in pairs])
@@ -260,32 +309,59 @@ def planned_looks(args: argparse.Namespace) -> int:
 
 # --- driver and report ----------------------------------------------------------------------
 
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     add_data_options(parser, "interactive")
     parser.add_argument("--policies", nargs="+", default=list(POLICIES), choices=POLICIES)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--minutes", type=float, default=5.0, help="training time of the session")
     parser.add_argument("--look-every", type=float, default=30.0, help="training seconds between looks")
-    parser.add_argument("--eval-every", type=float, default=15.0,
-                        help="training seconds between held-out scores")
+    parser.add_argument(
+        "--eval-every", type=float, default=15.0, help="training seconds between held-out scores"
+    )
     parser.add_argument("--strokes-per-look", type=int, default=1)
     parser.add_argument("--start-strokes", type=int, default=2, help="per class per training image")
     parser.add_argument("--train-images", type=int, default=16, help="images the user paints on (0: all)")
-    parser.add_argument("--heldout-images", type=int, default=0,
-                        help="score on the first N held-out images only (0: all; fluorescence has 67)")
-    parser.add_argument("--images-per-look", type=int, default=0,
-                        help="images the user looks at each time, in turn (0: all of them)")
-    parser.add_argument("--limit", choices=["minutes", "none"], default="none",
-                        help="TrainingConfig.max_minutes = --minutes, or no limit (until stopped)")
-    parser.add_argument("--forest-strokes", type=int,
-                        help="strokes the forest's user adds (default: as many as ours is planned to)")
+    parser.add_argument(
+        "--heldout-images",
+        type=int,
+        default=0,
+        help="score on the first N held-out images only (0: all; fluorescence has 67)",
+    )
+    parser.add_argument(
+        "--images-per-look",
+        type=int,
+        default=0,
+        help="images the user looks at each time, in turn (0: all of them)",
+    )
+    parser.add_argument(
+        "--limit",
+        choices=["minutes", "none"],
+        default="none",
+        help="TrainingConfig.max_minutes = --minutes, or no limit (until stopped)",
+    )
+    parser.add_argument(
+        "--forest-strokes",
+        type=int,
+        help="strokes the forest's user adds (default: as many as ours is planned to)",
+    )
     parser.add_argument("--no-forest", action="store_true")
-    parser.add_argument("--ceiling", nargs="+", default=[], metavar="NAME=IOU",
-                        help="dense ceiling per dataset, e.g. fluorescence=0.77 'H&E=0.78'")
-    parser.add_argument("--accuracy-json", type=Path, default=Path("accuracy.json"),
-                        help="else the mean dense 10-min U-Net IoU from here")
+    parser.add_argument(
+        "--ceiling",
+        nargs="+",
+        default=[],
+        metavar="NAME=IOU",
+        help="dense ceiling per dataset, e.g. fluorescence=0.77 'H&E=0.78'",
+    )
+    parser.add_argument(
+        "--accuracy-json",
+        type=Path,
+        default=Path("accuracy.json"),
+        help="else the mean dense 10-min U-Net IoU from here",
+    )
     parser.add_argument("--json", type=Path, help="results file (default interactive.json)")
     parser.add_argument("--report", action="store_true", help="only print the results of --json")
     add_training_options(parser)
@@ -297,8 +373,10 @@ def main() -> None:
         report(results.cells, ceilings, tag)
         return
 
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads; options {options or 'defaults'}",
-          flush=True)
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads; options {options or 'defaults'}",
+        flush=True,
+    )
     added = args.forest_strokes
     if added is None:
         added = planned_looks(args) * args.strokes_per_look
@@ -317,18 +395,38 @@ def main() -> None:
             chosen = np.random.default_rng([seed, 9]).choice(len(d.images), n, replace=False)
             pairs = sorted(int(i) for i in chosen)
             start = initial_strokes([d.masks[p] for p in pairs], seed, args.start_strokes)
-            setup = (f"{n} images x {args.start_strokes}/class, look every {args.look_every:g} s, "
-                     f"{args.strokes_per_look}/look")
+            setup = (
+                f"{n} images x {args.start_strokes}/class, look every {args.look_every:g} s, "
+                f"{args.strokes_per_look}/look"
+            )
             for policy in args.policies:
                 facts = dict(dataset=name, policy=policy, seed=seed, setup=setup, pairs=pairs)
                 key = f"{name}/{policy}/{setup}/seed {seed}"
-                record(f"{key}/unet {args.minutes:g} min, limit {args.limit}" + (f" [{tag}]" if tag else ""),
-                       dict(facts, method="unet", tag=tag), network_session, d, pairs, start, policy, seed,
-                       args, options)
+                record(
+                    f"{key}/unet {args.minutes:g} min, limit {args.limit}" + (f" [{tag}]" if tag else ""),
+                    dict(facts, method="unet", tag=tag),
+                    network_session,
+                    d,
+                    pairs,
+                    start,
+                    policy,
+                    seed,
+                    args,
+                    options,
+                )
                 if not args.no_forest:
-                    record(f"{key}/random forest {added} strokes",
-                           dict(facts, method="random forest", tag=""), forest_session, d, pairs, start,
-                           policy, seed, added, args)
+                    record(
+                        f"{key}/random forest {added} strokes",
+                        dict(facts, method="random forest", tag=""),
+                        forest_session,
+                        d,
+                        pairs,
+                        start,
+                        policy,
+                        seed,
+                        added,
+                        args,
+                    )
     report(results.cells, ceilings, tag)
 
 
@@ -341,8 +439,12 @@ def dense_ceilings(args: argparse.Namespace) -> dict[str, float]:
     out: dict[str, list[float]] = {}
     if args.accuracy_json.exists():
         for r in Results(args.accuracy_json).cells.values():
-            if (r.get("method"), r.get("labels"), r.get("budget"), r.get("tag")) == \
-                    ("unet", "dense", 10.0, ""):
+            if (r.get("method"), r.get("labels"), r.get("budget"), r.get("tag")) == (
+                "unet",
+                "dense",
+                10.0,
+                "",
+            ):
                 out.setdefault(r["dataset"], []).append(r["iou"])
     ceilings = {k: float(np.mean(v)) for k, v in out.items()}
     for item in args.ceiling:
@@ -358,26 +460,36 @@ def forest_at(records: list[dict], strokes: int) -> float | None:
 
 
 def report(cells: dict[str, dict], ceilings: dict[str, float], tag: str) -> None:
-    forests = {(r["dataset"], r["policy"], r["setup"], r["seed"]): r for r in cells.values()
-               if r.get("method") == "random forest"}
+    forests = {
+        (r["dataset"], r["policy"], r["setup"], r["seed"]): r
+        for r in cells.values()
+        if r.get("method") == "random forest"
+    }
     lines = []
     for r in cells.values():
         if r.get("method") != "unet" or r.get("tag", "") != tag:
             continue
         forest = forests.get((r["dataset"], r["policy"], r["setup"], r["seed"]), {}).get("records", [])
-        print(f"\n{r['dataset']} / policy {r['policy']} / seed {r['seed']}: {r['setup']}; "
-              f"{r['iterations']} iterations in {r['train_s']:.0f} s of training; "
-              f"user looks {r['look_s']:.1f} s "
-              f"({r['looks']} looks), held-out scoring {r['eval_s']:.1f} s"
-              + ("; the run ENDED EARLY (max_minutes counts the pauses?)" if r.get("ended_early") else ""))
+        print(
+            f"\n{r['dataset']} / policy {r['policy']} / seed {r['seed']}: {r['setup']}; "
+            f"{r['iterations']} iterations in {r['train_s']:.0f} s of training; "
+            f"user looks {r['look_s']:.1f} s "
+            f"({r['looks']} looks), held-out scoring {r['eval_s']:.1f} s"
+            + ("; the run ENDED EARLY (max_minutes counts the pauses?)" if r.get("ended_early") else "")
+        )
         print(f"{'train s':>8}{'iteration':>10}{'strokes':>8}{'IoU':>7}{'forest':>8}")
         for c in r["checks"]:
             f = forest_at(forest, c["strokes"])
-            print(f"{c['train_s']:>8.0f}{c['iteration']:>10}{c['strokes']:>8}{c['iou']:>7.3f}"
-                  + (f"{f:>8.3f}" if f is not None else f"{'-':>8}"))
+            print(
+                f"{c['train_s']:>8.0f}{c['iteration']:>10}{c['strokes']:>8}{c['iou']:>7.3f}"
+                + (f"{f:>8.3f}" if f is not None else f"{'-':>8}")
+            )
         if forest:
-            print("forest by strokes: " + ", ".join(f"{x['strokes']}: {x['iou']:.3f}" for x in forest)
-                  + f" (fit {np.mean([x['fit_s'] for x in forest]):.1f} s each)")
+            print(
+                "forest by strokes: "
+                + ", ".join(f"{x['strokes']}: {x['iou']:.3f}" for x in forest)
+                + f" (fit {np.mean([x['fit_s'] for x in forest]):.1f} s each)"
+            )
         lines.append(session_summary(r, forest, ceilings.get(r["dataset"])))
     print("\nsummary: " + (" | ".join(lines) if lines else "no sessions"))
 
@@ -390,22 +502,37 @@ def session_summary(r: dict, forest: list[dict], ceiling: float | None) -> str:
         target = 0.9 * ceiling
         ours = next((c for c in checks if c["iou"] >= target), None)
         best = max(checks, key=lambda c: c["iou"]) if checks else None
-        parts.append(f"90 % of dense ({target:.3f}): ours "
-                     + (f"at {ours['strokes']} strokes, {ours['train_s']:.0f} s" if ours else
-                        f"not reached in {checks[-1]['strokes'] if checks else 0} strokes"
-                        + (f" (best {best['iou']:.3f})" if best else "")))
+        parts.append(
+            f"90 % of dense ({target:.3f}): ours "
+            + (
+                f"at {ours['strokes']} strokes, {ours['train_s']:.0f} s"
+                if ours
+                else f"not reached in {checks[-1]['strokes'] if checks else 0} strokes"
+                + (f" (best {best['iou']:.3f})" if best else "")
+            )
+        )
         if forest:
             theirs = next((x for x in forest if x["iou"] >= target), None)
-            parts.append("forest " + (f"at {theirs['strokes']} strokes" if theirs else
-                                      f"not reached in {forest[-1]['strokes']} strokes "
-                                      f"(best {max(x['iou'] for x in forest):.3f})"))
+            parts.append(
+                "forest "
+                + (
+                    f"at {theirs['strokes']} strokes"
+                    if theirs
+                    else f"not reached in {forest[-1]['strokes']} strokes "
+                    f"(best {max(x['iou'] for x in forest):.3f})"
+                )
+            )
     else:
         parts.append("no dense ceiling (pass --ceiling or --accuracy-json)")
     if forest:
-        beat = next((c for c in checks
-                     if (f := forest_at(forest, c["strokes"])) is not None and c["iou"] >= f), None)
-        parts.append(f"preview beats the forest's IoU within {beat['train_s']:.0f} s of Start" if beat
-                     else "preview never beats the forest's IoU")
+        beat = next(
+            (c for c in checks if (f := forest_at(forest, c["strokes"])) is not None and c["iou"] >= f), None
+        )
+        parts.append(
+            f"preview beats the forest's IoU within {beat['train_s']:.0f} s of Start"
+            if beat
+            else "preview never beats the forest's IoU"
+        )
     return f"{head}: " + "; ".join(parts)
 
 

@@ -46,19 +46,25 @@ except ImportError:  # engines before 2026-11-22 (for before/after runs): fixed-
     def tile_layout(length: int, tile: int, overlap: int) -> tuple[int, list[int]]:
         return min(tile, length), tile_starts(length, tile, overlap)
 
+
 CLASSES = 3
 
 
 def default_model() -> SegmentationModel:
     torch.manual_seed(0)
     module = build_model("unet", num_classes=CLASSES, in_channels=3).eval()
-    return SegmentationModel(module, architecture="unet", encoder="vgg16_bn", num_classes=CLASSES,
-                             normalisation=Normalisation((0.0,) * 3, (255.0,) * 3))
+    return SegmentationModel(
+        module,
+        architecture="unet",
+        encoder="vgg16_bn",
+        num_classes=CLASSES,
+        normalisation=Normalisation((0.0,) * 3, (255.0,) * 3),
+    )
 
 
 def textured_rows(rows: int, width: int, y0: int) -> np.ndarray:
     """Deterministic RGB texture (blobs on a gradient) for rows y0..y0+rows."""
-    y, x = np.mgrid[y0:y0 + rows, 0:width].astype(np.float32)
+    y, x = np.mgrid[y0 : y0 + rows, 0:width].astype(np.float32)
     base = 128 + 60 * np.sin(x / 37.0) * np.cos(y / 53.0)
     return np.stack([base, base[::-1] * 0.8, 255 - base], axis=-1).clip(0, 255).astype(np.uint8)
 
@@ -71,7 +77,7 @@ def make_image(size: int, workdir: Path | None) -> np.ndarray:
     path = workdir / f"deepseg_bench_{size}.tif"
     image = tifffile.memmap(path, shape=(size, size, 3), dtype=np.uint8)
     for y0 in range(0, size, 1024):
-        image[y0:y0 + 1024] = textured_rows(min(1024, size - y0), size, y0)
+        image[y0 : y0 + 1024] = textured_rows(min(1024, size - y0), size, y0)
     image.flush()
     del image
     return tifffile.memmap(path, mode="r")
@@ -98,8 +104,9 @@ class MemorySampler(threading.Thread):
             time.sleep(self.interval)
 
 
-def model_only_seconds_per_batch(model: SegmentationModel, tile: tuple[int, int], batch: int,
-                                 repeats: int) -> float:
+def model_only_seconds_per_batch(
+    model: SegmentationModel, tile: tuple[int, int], batch: int, repeats: int
+) -> float:
     device = torch.device("cpu")
     dtype = resolve_precision("auto", device)
     memory_format = torch.channels_last if use_channels_last(device, dtype) else torch.contiguous_format
@@ -122,8 +129,9 @@ def measure(size: int, workdir: Path | None, tiling: TilingOptions) -> dict:
     if workdir is not None:
         import tifffile
 
-        out = tifffile.memmap(workdir / f"deepseg_bench_{size}_labels.tif", shape=(size, size),
-                              dtype=np.uint8)
+        out = tifffile.memmap(
+            workdir / f"deepseg_bench_{size}_labels.tif", shape=(size, size), dtype=np.uint8
+        )
     else:
         out = np.empty((size, size), np.uint8)
     th, starts = tile_layout(size, tiling.tile_size, tiling.overlap)
@@ -142,10 +150,19 @@ def measure(size: int, workdir: Path | None, tiling: TilingOptions) -> dict:
     after = model_only_seconds_per_batch(model, (th, tw), tiling.batch_size, repeats)
     sampler.running = False
     model_only = np.median([before, after]) * tiles / tiling.batch_size
-    return dict(size=size, tiles=tiles, tile=th, e2e_s=e2e, mp_per_s=size * size / 1e6 / e2e,
-                model_only_s=model_only, stitching_overhead=e2e / model_only - 1,
-                redundancy=tiles * th * tw / size**2, vmhwm_mb=MemorySampler.status_mb("VmHWM"),
-                peak_anon_mb=sampler.peak_anon_mb, labels_checksum=int(np.asarray(out[::97, ::89]).sum()))
+    return dict(
+        size=size,
+        tiles=tiles,
+        tile=th,
+        e2e_s=e2e,
+        mp_per_s=size * size / 1e6 / e2e,
+        model_only_s=model_only,
+        stitching_overhead=e2e / model_only - 1,
+        redundancy=tiles * th * tw / size**2,
+        vmhwm_mb=MemorySampler.status_mb("VmHWM"),
+        peak_anon_mb=sampler.peak_anon_mb,
+        labels_checksum=int(np.asarray(out[::97, ::89]).sum()),
+    )
 
 
 def sweep() -> None:
@@ -160,11 +177,13 @@ def sweep() -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--sizes", nargs="+", type=int, default=[4096, 16384])
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp"),
-                        help="where the memory-mapped TIFFs of sizes > 8192 go")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path("/tmp"), help="where the memory-mapped TIFFs of sizes > 8192 go"
+    )
     parser.add_argument("--tile-size", type=int, default=None, help="default: the engine's")
     parser.add_argument("--overlap", type=int, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
@@ -173,9 +192,11 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     defaults = TilingOptions()
-    tiling = TilingOptions(args.tile_size or defaults.tile_size,
-                           defaults.overlap if args.overlap is None else args.overlap,
-                           args.batch_size or defaults.batch_size)
+    tiling = TilingOptions(
+        args.tile_size or defaults.tile_size,
+        defaults.overlap if args.overlap is None else args.overlap,
+        args.batch_size or defaults.batch_size,
+    )
     if args.sweep:
         sweep()
         return
@@ -183,29 +204,48 @@ def main() -> None:
         workdir = args.workdir if args.child > 8192 else None
         print(json.dumps(measure(args.child, workdir, tiling)))
         return
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, precision "
-          f"{resolve_precision('auto', torch.device('cpu'))}, tile {tiling.tile_size}, "
-          f"overlap {tiling.overlap}, batch {tiling.batch_size}")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, precision "
+        f"{resolve_precision('auto', torch.device('cpu'))}, tile {tiling.tile_size}, "
+        f"overlap {tiling.overlap}, batch {tiling.batch_size}"
+    )
     rows = []
     for size in args.sizes:
-        cmd = [sys.executable, __file__, "--child", str(size), "--workdir", str(args.workdir),
-               "--tile-size", str(tiling.tile_size), "--overlap", str(tiling.overlap),
-               "--batch-size", str(tiling.batch_size)]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child",
+            str(size),
+            "--workdir",
+            str(args.workdir),
+            "--tile-size",
+            str(tiling.tile_size),
+            "--overlap",
+            str(tiling.overlap),
+            "--batch-size",
+            str(tiling.batch_size),
+        ]
         done = subprocess.run(cmd, capture_output=True, text=True, env=os.environ)
         if done.returncode:
             sys.exit(done.stderr)
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
-    print(f"{'image':>12}{'tiles':>7}{'s':>8}{'MP/s':>7}{'model s':>9}{'stitching':>10}"
-          f"{'redundancy':>11}{'VmHWM':>9}{'anon peak':>10}")
+    print(
+        f"{'image':>12}{'tiles':>7}{'s':>8}{'MP/s':>7}{'model s':>9}{'stitching':>10}"
+        f"{'redundancy':>11}{'VmHWM':>9}{'anon peak':>10}"
+    )
     for r in rows:
-        print(f"{r['size']:>6}x{r['size']:<5}{r['tiles']:>7}{r['e2e_s']:>8.1f}{r['mp_per_s']:>7.2f}"
-              f"{r['model_only_s']:>9.1f}{r['stitching_overhead']:>+10.0%}{r['redundancy']:>10.2f}x"
-              f"{r['vmhwm_mb']:>7.0f}MB{r['peak_anon_mb']:>8.0f}MB")
+        print(
+            f"{r['size']:>6}x{r['size']:<5}{r['tiles']:>7}{r['e2e_s']:>8.1f}{r['mp_per_s']:>7.2f}"
+            f"{r['model_only_s']:>9.1f}{r['stitching_overhead']:>+10.0%}{r['redundancy']:>10.2f}x"
+            f"{r['vmhwm_mb']:>7.0f}MB{r['peak_anon_mb']:>8.0f}MB"
+        )
     worst = min(rows, key=lambda r: r["mp_per_s"])
-    print(f"\nsummary: {worst['mp_per_s']:.2f}-{max(r['mp_per_s'] for r in rows):.2f} MP/s end to end "
-          f"(target >= 1.5), stitching overhead <= {max(r['stitching_overhead'] for r in rows):.0%} "
-          f"(target <= 25 %), peak own memory {max(r['peak_anon_mb'] for r in rows) / 1024:.2f} GB "
-          f"(target <= 1.5 GB at 16k, independent of size)")
+    print(
+        f"\nsummary: {worst['mp_per_s']:.2f}-{max(r['mp_per_s'] for r in rows):.2f} MP/s end to end "
+        f"(target >= 1.5), stitching overhead <= {max(r['stitching_overhead'] for r in rows):.0%} "
+        f"(target <= 25 %), peak own memory {max(r['peak_anon_mb'] for r in rows) / 1024:.2f} GB "
+        f"(target <= 1.5 GB at 16k, independent of size)"
+    )
     if args.json:
         args.json.write_text(json.dumps(rows, indent=1))
 

@@ -17,8 +17,9 @@ from napari_deepseg import CompactProbabilities, apply_threshold
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--size", type=int, default=4096)
     parser.add_argument("--classes", type=int, default=3)
     parser.add_argument("--moves", type=int, default=50)
@@ -40,8 +41,10 @@ def main() -> None:
     for name, values in times.items():
         print(f"{name:<10}{np.median(values):>10.1f}{np.max(values):>10.1f}")
     ratio = np.median(times["float32"]) / np.median(times["compact"])
-    print(f"summary: compact re-threshold p50 {np.median(times['compact']):.1f} ms, "
-          f"max {np.max(times['compact']):.1f} ms ({ratio:.1f}x faster than float32; target < 50 ms)")
+    print(
+        f"summary: compact re-threshold p50 {np.median(times['compact']):.1f} ms, "
+        f"max {np.max(times['compact']):.1f} ms ({ratio:.1f}x faster than float32; target < 50 ms)"
+    )
 
 
 if __name__ == "__main__":

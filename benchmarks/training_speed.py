@@ -45,20 +45,30 @@ def _references() -> dict[str, tuple[str, Callable[[], torch.nn.Module]]]:
     import torchvision.models.segmentation as tvs
 
     refs: dict[str, tuple[str, Callable[[], torch.nn.Module]]] = {
-        "fcn8s": ("torchvision fcn_resnet50 (nearest; not FCN-8s)",
-                  lambda: _OutputOf(tvs.fcn_resnet50(weights=None, weights_backbone=None,
-                                                     num_classes=CLASSES, aux_loss=False))),
+        "fcn8s": (
+            "torchvision fcn_resnet50 (nearest; not FCN-8s)",
+            lambda: _OutputOf(
+                tvs.fcn_resnet50(weights=None, weights_backbone=None, num_classes=CLASSES, aux_loss=False)
+            ),
+        ),
     }
     try:
         import segmentation_models_pytorch as smp
     except ImportError:
-        print("segmentation-models-pytorch is not installed (pip install '.[bench]'): "
-              "U-Net and DeepLabv3+ run without their reference", file=sys.stderr)
+        print(
+            "segmentation-models-pytorch is not installed (pip install '.[bench]'): "
+            "U-Net and DeepLabv3+ run without their reference",
+            file=sys.stderr,
+        )
         return refs
-    refs["unet"] = ("smp Unet('vgg16_bn')",
-                    lambda: smp.Unet("vgg16_bn", encoder_weights=None, classes=CLASSES))
-    refs["deeplabv3plus"] = ("smp DeepLabV3Plus('resnet50')",
-                             lambda: smp.DeepLabV3Plus("resnet50", encoder_weights=None, classes=CLASSES))
+    refs["unet"] = (
+        "smp Unet('vgg16_bn')",
+        lambda: smp.Unet("vgg16_bn", encoder_weights=None, classes=CLASSES),
+    )
+    refs["deeplabv3plus"] = (
+        "smp DeepLabV3Plus('resnet50')",
+        lambda: smp.DeepLabV3Plus("resnet50", encoder_weights=None, classes=CLASSES),
+    )
     return refs
 
 
@@ -96,14 +106,20 @@ def synthetic_training_data(seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     for c in range(1, CLASSES + 1):
         ys, xs = rng.integers(0, 1024, 400), rng.integers(0, 1024, 400)
         for y, x in zip(ys, xs):
-            labels[y:y + 3, x:x + 3] = c
+            labels[y : y + 3, x : x + 3] = c
     return image, labels
 
 
 def default_trainer_loop(architecture: str) -> Iterator[None]:
     image, labels = synthetic_training_data()
-    config = TrainingConfig(architecture=architecture, pretrained=False, iterations=100_000,
-                            batch_size=BATCH, patch_size=SIZE, validation_fraction=0.0)
+    config = TrainingConfig(
+        architecture=architecture,
+        pretrained=False,
+        iterations=100_000,
+        batch_size=BATCH,
+        patch_size=SIZE,
+        validation_fraction=0.0,
+    )
     for _ in Trainer(image, labels, config).run():
         yield
 
@@ -148,8 +164,9 @@ def cpu_model() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--architectures", nargs="+", default=["unet", "deeplabv3plus", "fcn8s"])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--per-round", type=int, default=2, help="iterations per variant per round")
@@ -160,10 +177,14 @@ def main() -> None:
     torch.manual_seed(0)
     device = torch.device("cpu")
     default_dtype = resolve_precision("auto", device)
-    print(f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
-          f"fast bf16: {cpu_has_fast_bf16()}, default precision: {default_dtype}")
-    print(f"batch {BATCH}, {SIZE}x{SIZE}, {CLASSES} classes; {args.rounds} rounds x "
-          f"{args.per_round} iterations, interleaved; medians in s/iteration\n")
+    print(
+        f"{cpu_model()}, {torch.get_num_threads()} threads, torch {torch.__version__}, "
+        f"fast bf16: {cpu_has_fast_bf16()}, default precision: {default_dtype}"
+    )
+    print(
+        f"batch {BATCH}, {SIZE}x{SIZE}, {CLASSES} classes; {args.rounds} rounds x "
+        f"{args.per_round} iterations, interleaved; medians in s/iteration\n"
+    )
     references = _references()
     rows = []
     for arch in args.architectures:
@@ -183,11 +204,21 @@ def main() -> None:
         medians = {name: float(np.median(t)) for name, t in times.items()}
         del loops
         rss = None if args.no_rss else peak_training_rss_mb(arch)
-        rows.append(dict(architecture=arch, reference_name=ref_name, ref_s=medians.get("reference"),
-                         fp32_s=medians["ours fp32"], default_s=medians["ours default"], rss_mb=rss))
+        rows.append(
+            dict(
+                architecture=arch,
+                reference_name=ref_name,
+                ref_s=medians.get("reference"),
+                fp32_s=medians["ours fp32"],
+                default_s=medians["ours default"],
+                rss_mb=rss,
+            )
+        )
 
-    print(f"{'architecture':<15}{'reference':<46}{'ref s/it':>9}{'fp32 s/it':>10}{'default':>9}"
-          f"{'fp32/ref':>9}{'ref/default':>12}{'peak RSS':>10}")
+    print(
+        f"{'architecture':<15}{'reference':<46}{'ref s/it':>9}{'fp32 s/it':>10}{'default':>9}"
+        f"{'fp32/ref':>9}{'ref/default':>12}{'peak RSS':>10}"
+    )
     for r in rows:
         print(_row(r))
     with_ref = [r for r in rows if r["ref_s"]]
@@ -196,16 +227,21 @@ def main() -> None:
     rss = [r["rss_mb"] for r in rows if r["rss_mb"] is not None]
     summary = "summary:"
     if with_ref:
-        summary += (f" default path {min(speedups):.1f}-{max(speedups):.1f}x faster than the fp32 "
-                    f"references (target >= 2.5x); ours fp32 / reference fp32 {min(fp32):.2f}-{max(fp32):.2f}"
-                    " (target <= 1.0);")
+        summary += (
+            f" default path {min(speedups):.1f}-{max(speedups):.1f}x faster than the fp32 "
+            f"references (target >= 2.5x); ours fp32 / reference fp32 {min(fp32):.2f}-{max(fp32):.2f}"
+            " (target <= 1.0);"
+        )
     if rss:
         summary += f" peak training RSS <= {max(rss) / 1024:.2f} GB (target <= 2.5 GB)"
     print("\n" + summary)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(dict(cpu=cpu_model(), threads=torch.get_num_threads(), torch=torch.__version__,
-                           rows=rows), f, indent=1)
+            json.dump(
+                dict(cpu=cpu_model(), threads=torch.get_num_threads(), torch=torch.__version__, rows=rows),
+                f,
+                indent=1,
+            )
 
 
 def _row(r: dict) -> str:
@@ -214,8 +250,10 @@ def _row(r: dict) -> str:
     ref_col = f"{ref_s:>9.2f}" if ref_s else f"{'-':>9}"
     fp32_ratio = f"{r['fp32_s'] / ref_s:>9.2f}" if ref_s else f"{'-':>9}"
     speedup = f"{ref_s / r['default_s']:>11.1f}x" if ref_s else f"{'-':>12}"
-    return (f"{r['architecture']:<15}{r['reference_name']:<46}{ref_col}{r['fp32_s']:>10.2f}"
-            f"{r['default_s']:>9.2f}{fp32_ratio}{speedup}{rss:>10}")
+    return (
+        f"{r['architecture']:<15}{r['reference_name']:<46}{ref_col}{r['fp32_s']:>10.2f}"
+        f"{r['default_s']:>9.2f}{fp32_ratio}{speedup}{rss:>10}"
+    )
 
 
 if __name__ == "__main__":

@@ -77,10 +77,15 @@ class TimedHandler:
 
 def _row(threads: Any, stalls: np.ndarray, **extra: Any) -> dict[str, Any]:
     empty = not len(stalls)
-    return {"threads": threads, "samples": len(stalls), "top": np.sort(stalls)[::-1][:5],
-            "p50": np.nan if empty else float(np.percentile(stalls, 50)),
-            "p99": np.nan if empty else float(np.percentile(stalls, 99)),
-            "max": np.nan if empty else float(stalls.max()), **extra}
+    return {
+        "threads": threads,
+        "samples": len(stalls),
+        "top": np.sort(stalls)[::-1][:5],
+        "p50": np.nan if empty else float(np.percentile(stalls, 50)),
+        "p99": np.nan if empty else float(np.percentile(stalls, 99)),
+        "max": np.nan if empty else float(stalls.max()),
+        **extra,
+    }
 
 
 def probe_idle(seconds: float) -> dict[str, Any]:
@@ -90,8 +95,16 @@ def probe_idle(seconds: float) -> dict[str, Any]:
     start = time.perf_counter()
     probe.start()
     loop.exec_()
-    return _row("idle", probe.stop(), iterations=0, wall=time.perf_counter() - start, per_iteration=np.nan,
-                handler_p50=np.nan, handler_max=np.nan, redraws=0)
+    return _row(
+        "idle",
+        probe.stop(),
+        iterations=0,
+        wall=time.perf_counter() - start,
+        per_iteration=np.nan,
+        handler_p50=np.nan,
+        handler_max=np.nan,
+        redraws=0,
+    )
 
 
 def run_once(viewer: napari.Viewer, widget: TrainWidget, threads: int | None) -> dict[str, Any]:
@@ -122,22 +135,34 @@ def run_once(viewer: napari.Viewer, widget: TrainWidget, threads: int | None) ->
     widget.training_finished.disconnect(loop.quit)
     train_module.drive = _original_drive
     iterations = widget.model.iterations_trained if widget.model is not None else 0
-    return _row(seen.get("threads", 0), stalls, iterations=iterations, wall=end - start,
-                per_iteration=(end - (handler.started or start)) / max(iterations, 1),
-                handler_p50=float(np.median(handler.ms)) if handler.ms else np.nan,
-                handler_max=max(handler.ms, default=np.nan), redraws=widget.plot.redraw_count)
+    return _row(
+        seen.get("threads", 0),
+        stalls,
+        iterations=iterations,
+        wall=end - start,
+        per_iteration=(end - (handler.started or start)) / max(iterations, 1),
+        handler_p50=float(np.median(handler.ms)) if handler.ms else np.nan,
+        handler_max=max(handler.ms, default=np.nan),
+        redraws=widget.plot.redraw_count,
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--iterations", type=int, default=200)
     parser.add_argument("--patch-size", type=int, default=128)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
-    parser.add_argument("--compare-threads", action="store_true",
-                        help="run with torch's default threads, then with one fewer")
-    parser.add_argument("--idle-seconds", type=float, default=5.0,
-                        help="probe the idle viewer first for this long (the machine's own noise)")
+    parser.add_argument(
+        "--compare-threads", action="store_true", help="run with torch's default threads, then with one fewer"
+    )
+    parser.add_argument(
+        "--idle-seconds",
+        type=float,
+        default=5.0,
+        help="probe the idle viewer first for this long (the machine's own noise)",
+    )
     args = parser.parse_args()
     load_start = _load()
     default = torch.get_num_threads()
@@ -152,8 +177,14 @@ def main() -> None:
     widget = TrainWidget(viewer)
     viewer.window.add_dock_widget(widget, name="Train", area="right")
     widget.set_pairs([(image_layer, labels_layer)])
-    widget.set_config(iterations=args.iterations, patch_size=args.patch_size, batch_size=4, pretrained=False,
-                      validation_fraction=0.0, preview=True)
+    widget.set_config(
+        iterations=args.iterations,
+        patch_size=args.patch_size,
+        batch_size=4,
+        pretrained=False,
+        validation_fraction=0.0,
+        preview=True,
+    )
     for _ in range(20):  # let the window map and settle before measuring
         app.processEvents()
         time.sleep(0.01)
@@ -165,13 +196,17 @@ def main() -> None:
     load_end = _load()
 
     config = widget.config()
-    print(f"UI latency while training: fluorescence, {config.architecture}, patch {config.patch_size}, "
-          f"batch {config.batch_size}, preview every {widget.controls.preview_interval}, device "
-          f"{config.device}, {os.cpu_count()} CPUs; probe {PROBE_MS} ms, stall = gap - {PROBE_MS} ms")
+    print(
+        f"UI latency while training: fluorescence, {config.architecture}, patch {config.patch_size}, "
+        f"batch {config.batch_size}, preview every {widget.controls.preview_interval}, device "
+        f"{config.device}, {os.cpu_count()} CPUs; probe {PROBE_MS} ms, stall = gap - {PROBE_MS} ms"
+    )
     print(f"load average (1/5/15 min): start {load_start}, end {load_end}")
-    header = (f"{'threads':>7} {'iters':>5} {'wall s':>7} {'s/iter':>7} {'samples':>7} {'p50 ms':>7} "
-              f"{'p99 ms':>7} {'max ms':>7} {'p99<30':>6} {'max<100':>7} {'yielded p50/max ms':>18} "
-              f"{'redraws':>7}")
+    header = (
+        f"{'threads':>7} {'iters':>5} {'wall s':>7} {'s/iter':>7} {'samples':>7} {'p50 ms':>7} "
+        f"{'p99 ms':>7} {'max ms':>7} {'p99<30':>6} {'max<100':>7} {'yielded p50/max ms':>18} "
+        f"{'redraws':>7}"
+    )
     print(header)
     print("-" * len(header))
     verdicts = []
@@ -181,17 +216,25 @@ def main() -> None:
         if not idle:
             verdicts.append(p99_ok and max_ok)
         handler = "-" if idle else f"{r['handler_p50']:.1f}/{r['handler_max']:.1f}"
-        print(f"{r['threads']:>7} {r['iterations']:>5} {r['wall']:>7.1f} "
-              f"{'-' if idle else format(r['per_iteration'], '.3f'):>7} "
-              f"{r['samples']:>7} {r['p50']:>7.1f} {r['p99']:>7.1f} {r['max']:>7.1f} "
-              f"{'PASS' if p99_ok else 'MISS':>6} {'PASS' if max_ok else 'MISS':>7} {handler:>18} "
-              f"{r['redraws']:>7}")
+        print(
+            f"{r['threads']:>7} {r['iterations']:>5} {r['wall']:>7.1f} "
+            f"{'-' if idle else format(r['per_iteration'], '.3f'):>7} "
+            f"{r['samples']:>7} {r['p50']:>7.1f} {r['p99']:>7.1f} {r['max']:>7.1f} "
+            f"{'PASS' if p99_ok else 'MISS':>6} {'PASS' if max_ok else 'MISS':>7} {handler:>18} "
+            f"{r['redraws']:>7}"
+        )
     for r in results:
         print(f"  {r['threads']}: worst stalls ms " + ", ".join(f"{v:.0f}" for v in r["top"]))
-    rows = "; ".join(f"{r['threads']} threads p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms, "
-                     f"{r['per_iteration']:.3f} s/iter" for r in results if r["threads"] != "idle")
-    print(f"summary: {'PASS' if all(verdicts) else 'MISS'} (p99 < {TARGET_P99_MS:.0f} ms, max < "
-          f"{TARGET_MAX_MS:.0f} ms): {rows}; load {load_start} -> {load_end}")
+    rows = "; ".join(
+        f"{r['threads']} threads p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms, "
+        f"{r['per_iteration']:.3f} s/iter"
+        for r in results
+        if r["threads"] != "idle"
+    )
+    print(
+        f"summary: {'PASS' if all(verdicts) else 'MISS'} (p99 < {TARGET_P99_MS:.0f} ms, max < "
+        f"{TARGET_MAX_MS:.0f} ms): {rows}; load {load_start} -> {load_end}"
+    )
 
     viewer.close()
     app.processEvents()

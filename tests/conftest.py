@@ -22,8 +22,17 @@ def _seeded() -> None:
 
 def fast_config(**changes) -> TrainingConfig:
     """Small, deterministic CPU settings for tests."""
-    base = dict(pretrained=False, iterations=5, batch_size=2, patch_size=64, device="cpu", precision="fp32",
-                validation_fraction=0.0, augmentation=AugmentationConfig.disabled(), seed=0)
+    base = dict(
+        pretrained=False,
+        iterations=5,
+        batch_size=2,
+        patch_size=64,
+        device="cpu",
+        precision="fp32",
+        validation_fraction=0.0,
+        augmentation=AugmentationConfig.disabled(),
+        seed=0,
+    )
     base.update(changes)
     return TrainingConfig(**base)
 
@@ -36,10 +45,12 @@ def fluo_crop() -> tuple[np.ndarray, np.ndarray]:
 
     image, _ = sample_data.load_fluorescence_sample()
     mask = sample_data.load_sample_mask("fluorescence")
-    best = max(((y, x) for y in range(0, 192, 16) for x in range(0, 192, 16)),
-               key=lambda yx: -abs(mask[yx[0]:yx[0] + 64, yx[1]:yx[1] + 64].mean() - 0.35))
+    best = max(
+        ((y, x) for y in range(0, 192, 16) for x in range(0, 192, 16)),
+        key=lambda yx: -abs(mask[yx[0] : yx[0] + 64, yx[1] : yx[1] + 64].mean() - 0.35),
+    )
     y, x = best
-    crop = np.ascontiguousarray(image[y:y + 64, x:x + 64])
-    labels = mask[y:y + 64, x:x + 64].astype(np.uint8) + 1
+    crop = np.ascontiguousarray(image[y : y + 64, x : x + 64])
+    labels = mask[y : y + 64, x : x + 64].astype(np.uint8) + 1
     labels[np.random.default_rng(1).random(labels.shape) < 0.5] = 0
     return crop, labels

@@ -43,8 +43,11 @@ def _inf_image():
 CASES = {
     "shape": (lambda: (_pair()[0], _pair()[1][:30]), ValueError, r"shape"),
     "no labelled pixel": (lambda: (_pair()[0], np.zeros((40, 50), np.uint8)), ValueError, r"stroke|labelled"),
-    "single class": (lambda: (_pair()[0], np.where(_pair()[1] > 0, 1, 0).astype(np.uint8)), ValueError,
-                     r"two classes"),
+    "single class": (
+        lambda: (_pair()[0], np.where(_pair()[1] > 0, 1, 0).astype(np.uint8)),
+        ValueError,
+        r"two classes",
+    ),
     "negative labels": (_negative_labels, ValueError, r">= 0"),
     "float labels": (_float_labels, TypeError, r"integer"),
     "nan": (_nan_image, ValueError, r"NaN"),

@@ -74,14 +74,19 @@ def test_augmentation_values_past_their_limits_name_the_field(name, value):
 def test_enum_fields_take_their_strings_and_list_the_choices():
     config = TrainingConfig(optimizer="sgd", schedule="step", loss="ce_dice", precision="fp32")
     assert (config.optimizer, config.schedule, config.loss, config.precision) == (
-        Optimizer.SGD, Schedule.STEP, Loss.CROSS_ENTROPY_DICE, Precision.FP32)
+        Optimizer.SGD,
+        Schedule.STEP,
+        Loss.CROSS_ENTROPY_DICE,
+        Precision.FP32,
+    )
     with pytest.raises(ValueError, match="optimizer must be one of 'adam', 'adamw', 'sgd', got 'rmsprop'"):
         TrainingConfig(optimizer="rmsprop")
 
 
 def test_dict_round_trip_and_unknown_options():
-    config = TrainingConfig(optimizer="adamw", iterations=None, max_minutes=2.5,
-                            augmentation={"flips": False, "hue": 0.2})
+    config = TrainingConfig(
+        optimizer="adamw", iterations=None, max_minutes=2.5, augmentation={"flips": False, "hue": 0.2}
+    )
     data = config.to_dict()
     assert data["optimizer"] == "adamw" and data["augmentation"]["hue"] == 0.2
     assert TrainingConfig.from_dict(data) == config

@@ -37,8 +37,9 @@ def test_every_listed_device_resolves_on_this_machine():
     assert resolve_device("cpu") == torch.device("cpu")
 
 
-@pytest.mark.parametrize(("gpus", "mps", "expected"),
-                         [(0, False, "cpu"), (0, True, "mps"), (1, True, "cuda")])
+@pytest.mark.parametrize(
+    ("gpus", "mps", "expected"), [(0, False, "cpu"), (0, True, "mps"), (1, True, "cuda")]
+)
 def test_auto_prefers_cuda_then_mps_then_cpu(monkeypatch, gpus, mps, expected):
     _machine(monkeypatch, gpus=gpus, mps=mps)
     assert resolve_device("auto").type == expected

@@ -30,9 +30,14 @@ EXTRA_BYTES = 100 * 2**20
 
 def tiny_model() -> SegmentationModel:
     module = build_model("unet", num_classes=2, in_channels=1, encoder="resnet18", pretrained=False)
-    return SegmentationModel(module, architecture="unet", encoder="resnet18", num_classes=2,
-                             normalisation=Normalisation(low=(0.0,), high=(1.0,)),
-                             history=[{"iteration": 1, "loss": 0.5}])
+    return SegmentationModel(
+        module,
+        architecture="unet",
+        encoder="resnet18",
+        num_classes=2,
+        normalisation=Normalisation(low=(0.0,), high=(1.0,)),
+        history=[{"iteration": 1, "loss": 0.5}],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +52,7 @@ def good(model, tmp_path_factory) -> bytes:
 
 def split(data: bytes) -> tuple[dict, bytes]:
     length = int.from_bytes(data[:8], "little")
-    return json.loads(data[8:8 + length]), data[8 + length:]
+    return json.loads(data[8 : 8 + length]), data[8 + length :]
 
 
 def assemble(header: dict | bytes, weights: bytes) -> bytes:
@@ -151,8 +156,9 @@ def _deep(n: int) -> str:
 
 def _edit_keeping_checksum(good: bytes) -> bytes:
     header, weights = split(good)
-    header["__metadata__"]["model"] = header["__metadata__"]["model"].replace('"num_classes": 2',
-                                                                              '"num_classes": 3')
+    header["__metadata__"]["model"] = header["__metadata__"]["model"].replace(
+        '"num_classes": 2', '"num_classes": 3'
+    )
     return assemble(header, weights)
 
 
@@ -172,17 +178,22 @@ def _edit_first_tensor(good: bytes, **changes: object) -> bytes:
 CASES: dict[str, tuple[Callable[[bytes, Path], None], str]] = {
     "empty file": _bytes_case(lambda g: b"", "is empty"),
     "5 bytes": _bytes_case(lambda g: g[:5], "too short"),
-    "header claims 1 TiB": _bytes_case(lambda g: (2**40).to_bytes(8, "little") + g[8:4096],
-                                       "header claims 1,099,511,627,776 bytes"),
+    "header claims 1 TiB": _bytes_case(
+        lambda g: (2**40).to_bytes(8, "little") + g[8:4096], "header claims 1,099,511,627,776 bytes"
+    ),
     "header of 1 GiB (sparse file)": (_sparse_gigabyte_header, "model files have at most"),
-    "deeply nested header": _bytes_case(lambda g: assemble(f'{{"a": {_deep(100_000)}}}'.encode(), b""),
-                                        "nested too deeply"),
-    "deeply nested description": _bytes_case(lambda g: with_metadata(g, model=_deep(100_000)),
-                                             "nested too deeply"),
-    "4 million JSON items": _bytes_case(lambda g: assemble(f'{{"__metadata__": {{"a": "{"," * 4_000_000}"}}}}'
-                                                           .encode(), b""), "JSON items"),
+    "deeply nested header": _bytes_case(
+        lambda g: assemble(f'{{"a": {_deep(100_000)}}}'.encode(), b""), "nested too deeply"
+    ),
+    "deeply nested description": _bytes_case(
+        lambda g: with_metadata(g, model=_deep(100_000)), "nested too deeply"
+    ),
+    "4 million JSON items": _bytes_case(
+        lambda g: assemble(f'{{"__metadata__": {{"a": "{"," * 4_000_000}"}}}}'.encode(), b""), "JSON items"
+    ),
     "description of 250,000 empty objects": _bytes_case(
-        lambda g: with_metadata(g, model="[" + "{}," * 250_000 + "{}]"), "no JSON object"),
+        lambda g: with_metadata(g, model="[" + "{}," * 250_000 + "{}]"), "no JSON object"
+    ),
     "format version 2": _bytes_case(lambda g: with_metadata(g, format_version="2"), "please upgrade"),
     "format version 0": _bytes_case(lambda g: with_metadata(g, format_version="0"), "reads version 1"),
     "format version 'one'": _bytes_case(lambda g: with_metadata(g, format_version="one"), "reads version 1"),
@@ -193,19 +204,25 @@ CASES: dict[str, tuple[Callable[[bytes, Path], None], str]] = {
     "plain pickle with payload": (_plain_pickle, "looks like a Python pickle"),
     "NaN weight": (_non_finite(float("nan")), "NaN or infinite"),
     "infinite weight": (_non_finite(float("inf")), "NaN or infinite"),
-    "description edited, checksum kept": _bytes_case(_edit_keeping_checksum,
-                                                     "description does not match its checksum"),
-    "a billion classes": _bytes_case(lambda g: with_description(g, num_classes=10**9),
-                                     "does not fit its architecture"),
-    "unknown architecture": _bytes_case(lambda g: with_description(g, architecture="evil"),
-                                        "unknown architecture"),
-    "history without iterations": _bytes_case(lambda g: with_description(g, history=[{"loss": 1}]),
-                                              "training-history record"),
-    "metadata value not text": _bytes_case(lambda g: _edit_header(g, "__metadata__", {"format": 1}),
-                                           "not a table of texts"),
+    "description edited, checksum kept": _bytes_case(
+        _edit_keeping_checksum, "description does not match its checksum"
+    ),
+    "a billion classes": _bytes_case(
+        lambda g: with_description(g, num_classes=10**9), "does not fit its architecture"
+    ),
+    "unknown architecture": _bytes_case(
+        lambda g: with_description(g, architecture="evil"), "unknown architecture"
+    ),
+    "history without iterations": _bytes_case(
+        lambda g: with_description(g, history=[{"loss": 1}]), "training-history record"
+    ),
+    "metadata value not text": _bytes_case(
+        lambda g: _edit_header(g, "__metadata__", {"format": 1}), "not a table of texts"
+    ),
     "unknown dtype": _bytes_case(lambda g: _edit_first_tensor(g, dtype="F8_E4M3"), "badly described"),
-    "shape and offsets disagree": _bytes_case(lambda g: _edit_first_tensor(g, shape=[1]),
-                                              "shape and offsets disagree"),
+    "shape and offsets disagree": _bytes_case(
+        lambda g: _edit_first_tensor(g, shape=[1]), "shape and offsets disagree"
+    ),
     "bytes after the weights": _bytes_case(lambda g: g + b"\0" * 64, "64 bytes follow its weights"),
 }
 
@@ -222,7 +239,7 @@ def test_hostile_file_is_refused_naming_it(case, good, tmp_path):
 @pytest.mark.parametrize("percent", range(0, 100, 10))
 def test_truncation_at_every_tenth_is_refused(percent, good, tmp_path):
     path = tmp_path / f"cut{percent}.safetensors"
-    path.write_bytes(good[:len(good) * percent // 100])
+    path.write_bytes(good[: len(good) * percent // 100])
     message = refused(path)
     assert any(word in message for word in ("empty", "truncated", "too short")), message
 
@@ -240,7 +257,7 @@ def test_bit_flips_in_the_weights_are_detected(good, tmp_path):
             f.flush()
             assert "weights do not match their checksum" in refused(path)
             f.seek(position)
-            f.write(good[position:position + 1])
+            f.write(good[position : position + 1])
 
 
 def test_bit_flips_in_the_header_are_refused_or_harmless(model, good, tmp_path):
@@ -267,7 +284,7 @@ def test_bit_flips_in_the_header_are_refused_or_harmless(model, good, tmp_path):
                 assert (loaded.num_classes, loaded.history) == (model.num_classes, model.history)
                 outcomes["harmless"] += 1
             f.seek(position)
-            f.write(good[position:position + 1])
+            f.write(good[position : position + 1])
     assert outcomes["refused"] >= 0.9 * sum(outcomes.values()), outcomes
 
 
@@ -282,8 +299,10 @@ def test_older_files_without_checksums_load_and_their_weights_must_be_finite(mod
     path = tmp_path / "old.safetensors"
     path.write_bytes(old)
     loaded = SegmentationModel.load(path)
-    assert all(torch.equal(a, b) for a, b in zip(loaded.module.state_dict().values(),
-                                                 model.module.state_dict().values(), strict=True))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(loaded.module.state_dict().values(), model.module.state_dict().values(), strict=True)
+    )
     header, weights = split(old)
     name = next(k for k, v in header.items() if k != "__metadata__" and v["dtype"] == "F32")
     begin = len(old) - len(weights) + header[name]["data_offsets"][0]
@@ -292,7 +311,7 @@ def test_older_files_without_checksums_load_and_their_weights_must_be_finite(mod
     path.write_bytes(bytes(flipped))
     state = SegmentationModel.load(path).module.state_dict()
     assert all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point())
-    flipped[begin:begin + 4] = bytes.fromhex("0000c07f")  # a NaN where there was a weight
+    flipped[begin : begin + 4] = bytes.fromhex("0000c07f")  # a NaN where there was a weight
     path.write_bytes(bytes(flipped))
     assert f"NaN or infinite weights ({name}" in refused(path)
 
@@ -325,8 +344,10 @@ def _fail_writing(error: BaseException) -> Callable[[int, bytes], None]:
     return write_some_then_fail
 
 
-@pytest.mark.parametrize("error", [OSError(errno.ENOSPC, "No space left on device"),
-                                   PermissionError(errno.EACCES, "Permission denied")])
+@pytest.mark.parametrize(
+    "error",
+    [OSError(errno.ENOSPC, "No space left on device"), PermissionError(errno.EACCES, "Permission denied")],
+)
 def test_a_failed_save_leaves_the_previous_file_and_no_temporary(error, model, good, tmp_path, monkeypatch):
     path = tmp_path / "model.safetensors"
     path.write_bytes(good)
@@ -368,8 +389,9 @@ def test_saving_into_a_read_only_folder(model, good, tmp_path, monkeypatch):
     assert path.read_bytes() == good and [p.name for p in folder.iterdir()] == [path.name]
 
 
-def test_an_interrupted_save_and_a_folder_in_the_way_leave_everything_as_it_was(model, good, tmp_path,
-                                                                                 monkeypatch):
+def test_an_interrupted_save_and_a_folder_in_the_way_leave_everything_as_it_was(
+    model, good, tmp_path, monkeypatch
+):
     path = tmp_path / "model.safetensors"
     path.write_bytes(good)
     monkeypatch.setattr(_safetensors_io, "_write_all", _fail_writing(KeyboardInterrupt()))
@@ -398,8 +420,15 @@ def test_a_model_whose_file_loading_would_refuse_is_not_saved(good, tmp_path):
 
 def test_a_long_history_is_thinned_in_the_file_and_kept_in_memory(tmp_path):
     long = tiny_model()
-    long.history = [{"iteration": i, "loss": 1.0 / i, "painted_pixels": [10, 20],
-                     "validation": {"iou": [0.5, 0.6]} if i % 50 == 0 else None} for i in range(1, 120_001)]
+    long.history = [
+        {
+            "iteration": i,
+            "loss": 1.0 / i,
+            "painted_pixels": [10, 20],
+            "validation": {"iou": [0.5, 0.6]} if i % 50 == 0 else None,
+        }
+        for i in range(1, 120_001)
+    ]
     loaded = SegmentationModel.load(long.save(tmp_path / "long.safetensors"))
     assert len(long.history) == 120_000  # the model in memory keeps every record
     stored = [r["iteration"] for r in loaded.history]

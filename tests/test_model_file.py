@@ -24,7 +24,11 @@ def test_save_load_reproduces_predictions_exactly(trained, fluo_crop, tmp_path):
     path = trained.save(tmp_path / "model.safetensors")
     loaded = SegmentationModel.load(path)
     assert (loaded.architecture, loaded.encoder, loaded.num_classes, loaded.in_channels) == (
-        trained.architecture, trained.encoder, 2, 1)
+        trained.architecture,
+        trained.encoder,
+        2,
+        1,
+    )
     assert loaded.class_names == ("background", "nucleus")
     assert loaded.history == trained.history and len(loaded.history) == 3
     assert loaded.config == trained.config

@@ -184,8 +184,21 @@ def test_pre_commit_runs_the_pinned_linters():
 def test_wheel_contains_the_manifest_sample_data_and_metadata(tmp_path):
     pytest.importorskip("hatchling")
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
-         str(ROOT)], capture_output=True, text=True)
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "-q",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     (wheel,) = tmp_path.glob("napari_deepseg-*.whl")
     with zipfile.ZipFile(wheel) as zf:

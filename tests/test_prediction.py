@@ -85,7 +85,7 @@ def test_tiles_cover_the_image_and_stay_inside():
         covered = np.zeros(length, int)
         for s in starts:
             assert s >= 0 and s + size <= length
-            covered[s:s + size] += 1
+            covered[s : s + size] += 1
         assert covered.min() >= 1
         if len(starts) > 1:  # neighbours share at least the overlap
             assert min(b - a for a, b in zip(starts, starts[1:])) > 0
@@ -97,7 +97,7 @@ def test_blend_weights_give_every_pixel_some_weight():
     size, starts = tile_layout(length, tile, overlap)
     total = np.zeros(length)
     for i, s in enumerate(starts):
-        total[s:s + size] += blend_weights(size, overlap, i == 0, i == len(starts) - 1)
+        total[s : s + size] += blend_weights(size, overlap, i == 0, i == len(starts) - 1)
     assert total.min() > 0.0
 
 
@@ -134,8 +134,13 @@ def test_compact_streamed_prediction_matches_full_probabilities(unet):
 
 
 def test_prediction_never_outputs_unlabelled_unless_thresholded(unet):
-    model = SegmentationModel(unet, architecture="unet", encoder="vgg16_bn", num_classes=3,
-                              normalisation=Normalisation(low=(0.0,), high=(1.0,)))
+    model = SegmentationModel(
+        unet,
+        architecture="unet",
+        encoder="vgg16_bn",
+        num_classes=3,
+        normalisation=Normalisation(low=(0.0,), high=(1.0,)),
+    )
     image = np.random.default_rng(2).random((70, 90)).astype(np.float32)
     before = image.copy()
     labels = model.predict(image, tile_size=64, overlap=16, precision="fp32")
@@ -146,8 +151,13 @@ def test_prediction_never_outputs_unlabelled_unless_thresholded(unet):
 
 
 def test_labels_streamed_into_a_memmap_equal_the_float_path(unet, tmp_path):
-    model = SegmentationModel(unet, architecture="unet", encoder="vgg16_bn", num_classes=3,
-                              normalisation=Normalisation(low=(-2.0,), high=(2.0,)))
+    model = SegmentationModel(
+        unet,
+        architecture="unet",
+        encoder="vgg16_bn",
+        num_classes=3,
+        normalisation=Normalisation(low=(-2.0,), high=(2.0,)),
+    )
     stack = np.random.default_rng(3).normal(size=(2, 150, 170)).astype(np.float32)
     options = dict(tile_size=64, overlap=16, batch_size=3, precision="fp32")
     probabilities = model.predict_proba(stack, **options)
@@ -173,34 +183,58 @@ def test_prediction_options_and_their_keyword_form(unet):
         base.replace(tile_size=64, overlap=64)
     with pytest.raises(ValueError, match="'fp16' is not a valid Precision"):
         PredictionOptions(precision="fp16")
-    model = SegmentationModel(unet, architecture="unet", encoder="resnet34", num_classes=3,
-                              normalisation=Normalisation(low=(0.0,), high=(1.0,)))
+    model = SegmentationModel(
+        unet,
+        architecture="unet",
+        encoder="resnet34",
+        num_classes=3,
+        normalisation=Normalisation(low=(0.0,), high=(1.0,)),
+    )
     image = np.random.default_rng(4).random((100, 120)).astype(np.float32)
     calls: list[tuple[int, int]] = []
     options = PredictionOptions(TilingOptions(64, 16), precision="fp32", progress=lambda *a: calls.append(a))
-    np.testing.assert_array_equal(model.predict_proba(image, options),
-                                  model.predict_proba(image, tile_size=64, overlap=16, precision="fp32"))
+    np.testing.assert_array_equal(
+        model.predict_proba(image, options),
+        model.predict_proba(image, tile_size=64, overlap=16, precision="fp32"),
+    )
     assert calls[-1] == (6, 6) and len(calls) == 6  # 2 x 3 tiles of at most 64 px
-    np.testing.assert_array_equal(model.predict_compact(image, options, tile_size=1024).best_class,
-                                  model.predict_compact(image, precision="fp32").best_class)
+    np.testing.assert_array_equal(
+        model.predict_compact(image, options, tile_size=1024).best_class,
+        model.predict_compact(image, precision="fp32").best_class,
+    )
     with pytest.raises(TypeError, match="unknown prediction option"):
         model.predict(image, tilesize=64)
 
 
 def test_the_network_moves_only_when_asked(unet):
-    model = SegmentationModel(unet, architecture="unet", encoder="resnet34", num_classes=3,
-                              normalisation=Normalisation(low=(0.0,), high=(1.0,)))
+    model = SegmentationModel(
+        unet,
+        architecture="unet",
+        encoder="resnet34",
+        num_classes=3,
+        normalisation=Normalisation(low=(0.0,), high=(1.0,)),
+    )
     assert model.to("cpu") is model and model.device == torch.device("cpu")
     # The functions below SegmentationModel never move a network: a mismatch is an error.
     with pytest.raises(ValueError, match=r"the network is on cpu, not meta: move it first"):
-        predict_compact(unet, to_slices(np.zeros((40, 40), np.float32)), model.normalisation, 3,
-                        PredictionOptions(device="meta"))
+        predict_compact(
+            unet,
+            to_slices(np.zeros((40, 40), np.float32)),
+            model.normalisation,
+            3,
+            PredictionOptions(device="meta"),
+        )
     assert model.device == torch.device("cpu")
 
 
 def test_streamed_labels_reject_an_output_that_does_not_fit(unet):
-    model = SegmentationModel(unet, architecture="unet", encoder="vgg16_bn", num_classes=3,
-                              normalisation=Normalisation(low=(0.0,), high=(1.0,)))
+    model = SegmentationModel(
+        unet,
+        architecture="unet",
+        encoder="vgg16_bn",
+        num_classes=3,
+        normalisation=Normalisation(low=(0.0,), high=(1.0,)),
+    )
     image = np.zeros((40, 50), np.float32)
     with pytest.raises(ValueError, match="shape"):
         model.predict(image, out=np.zeros((50, 40), np.uint8))

@@ -32,8 +32,9 @@ def test_stroke_simulation_is_seeded_and_stays_off_boundaries():
     a = simulate_strokes(mask, rng=np.random.default_rng(5))
     b = simulate_strokes(mask, rng=np.random.default_rng(5))
     np.testing.assert_array_equal(a, b)
-    distance_to_other_class = np.where(mask, ndimage.distance_transform_edt(mask),
-                                       ndimage.distance_transform_edt(~mask))
+    distance_to_other_class = np.where(
+        mask, ndimage.distance_transform_edt(mask), ndimage.distance_transform_edt(~mask)
+    )
     assert distance_to_other_class[a > 0].min() > 3
     assert 0.005 < (a > 0).mean() < 0.02
     with pytest.raises(ValueError, match="unknown sample"):

@@ -40,8 +40,10 @@ def main() -> None:
         iio.imwrite(OUT / f"{name}_strokes.png", strokes)
         iio.imwrite(OUT / f"{name}_mask.png", mask.astype(np.uint8))
         counts = np.bincount(strokes.ravel(), minlength=3)
-        print(f"{name}: {image_path.name} {image.shape}, strokes {counts[1]} background + "
-              f"{counts[2]} nucleus pixels ({(counts[1] + counts[2]) / strokes.size:.2%})")
+        print(
+            f"{name}: {image_path.name} {image.shape}, strokes {counts[1]} background + "
+            f"{counts[2]} nucleus pixels ({(counts[1] + counts[2]) / strokes.size:.2%})"
+        )
 
 
 if __name__ == "__main__":

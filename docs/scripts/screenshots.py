@@ -44,8 +44,9 @@ def main() -> None:
     _, train = viewer.window.add_plugin_dock_widget("napari-deepseg", "Train")
     _, predict = viewer.window.add_plugin_dock_widget("napari-deepseg", "Predict", tabify=True)
     train.set_pairs([(image, strokes)])
-    train.set_config(iterations=None, max_minutes=args.minutes, validation_fraction=0.1,
-                     validation_interval=20)
+    train.set_config(
+        iterations=None, max_minutes=args.minutes, validation_fraction=0.1, validation_interval=20
+    )
     train.uncertainty_checkbox.setChecked(True)
     print("training…", flush=True)
     train.start()

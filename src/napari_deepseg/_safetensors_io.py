@@ -28,9 +28,18 @@ MAX_HEADER_BYTES = 16 * 2**20
 # json.loads takes up to ~150 bytes per item; every item but the first in a container follows a
 # comma, so commas + brackets bound the items, hence the memory, before anything is parsed.
 MAX_JSON_ITEMS = 600_000
-DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
-          "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
-          "U8": torch.uint8, "BOOL": torch.bool}
+DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
 _CHUNK = 8 * 2**20
 # One entry of the tensor table: dtype, shape, first and last byte after the header.
 Entry = tuple[torch.dtype, tuple[int, ...], int, int]
@@ -82,11 +91,15 @@ def read_header(f: io.FileIO, path: Path, size: int) -> tuple[dict[str, str], di
     length = int.from_bytes(prefix, "little")
     if length > size - 8 and (prefix.startswith(b"PK\x03\x04") or prefix[0] == 0x80 and 2 <= prefix[1] <= 5):
         kind = "a PyTorch .pt/.pth file (a ZIP archive)" if prefix[0] != 0x80 else "a Python pickle"
-        raise file_error(path, f"looks like {kind}, not a napari-deepseg model file: such files are "
-                               "never loaded, as unpickling them can run code")
+        raise file_error(
+            path,
+            f"looks like {kind}, not a napari-deepseg model file: such files are "
+            "never loaded, as unpickling them can run code",
+        )
     if length > size - 8:
-        raise file_error(path, f"{not_ours} or is truncated: its header claims {length:,} bytes but the "
-                               f"file has {size:,}")
+        raise file_error(
+            path, f"{not_ours} or is truncated: its header claims {length:,} bytes but the file has {size:,}"
+        )
     if length > MAX_HEADER_BYTES:
         raise file_error(path, f"{header_problem(length, 0)}: {not_ours}")
     raw = bytearray(length)
@@ -109,8 +122,9 @@ def read_header(f: io.FileIO, path: Path, size: int) -> tuple[dict[str, str], di
             raise file_error(path, "is damaged: its tensors overlap or leave gaps")
         end = stop
     if end > data_size:
-        raise file_error(path, f"is truncated: it holds {data_size:,} bytes of weights, its header "
-                               f"describes {end:,}")
+        raise file_error(
+            path, f"is truncated: it holds {data_size:,} bytes of weights, its header describes {end:,}"
+        )
     if end != data_size:
         raise file_error(path, f"is damaged: {data_size - end:,} bytes follow its weights")
     return metadata, table
@@ -125,8 +139,9 @@ def header_problem(length: int, items: int) -> str | None:
     if length > MAX_HEADER_BYTES:
         return f"has a {length:,}-byte header; model files have at most {MAX_HEADER_BYTES:,}"
     if items > MAX_JSON_ITEMS:
-        return (f"has {items:,} JSON items in its header, more than the {MAX_JSON_ITEMS:,} a model file "
-                "may have")
+        return (
+            f"has {items:,} JSON items in its header, more than the {MAX_JSON_ITEMS:,} a model file may have"
+        )
     return None
 
 
@@ -135,9 +150,12 @@ def read_tensors(f: io.FileIO, path: Path, table: dict[str, Entry]) -> dict[str,
     data = bytearray(max((entry[3] for entry in table.values()), default=0))
     if _read_into(f, data) != len(data):
         raise file_error(path, "is truncated: it ended while the weights were read")
-    return {key: torch.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=begin).reshape(shape)
-            if math.prod(shape) else torch.empty(shape, dtype=dtype)
-            for key, (dtype, shape, begin, _) in table.items()}
+    return {
+        key: torch.frombuffer(data, dtype=dtype, count=math.prod(shape), offset=begin).reshape(shape)
+        if math.prod(shape)
+        else torch.empty(shape, dtype=dtype)
+        for key, (dtype, shape, begin, _) in table.items()
+    }
 
 
 def _read_into(f: io.FileIO, buffer: bytearray) -> int:

@@ -51,8 +51,17 @@ class AugmentationConfig:
     overexposure: float = 0.0  # half the samples: up to this share of a channel saturates (log-uniform)
 
     def __post_init__(self) -> None:
-        for name in ("rotation_degrees", "scale", "brightness", "contrast", "hue", "saturation", "noise_std",
-                     "gamma", "overexposure"):
+        for name in (
+            "rotation_degrees",
+            "scale",
+            "brightness",
+            "contrast",
+            "hue",
+            "saturation",
+            "noise_std",
+            "gamma",
+            "overexposure",
+        ):
             value = getattr(self, name)
             if not value >= 0:
                 raise ValueError(f"augmentation {name} must be >= 0, got {value!r}")
@@ -65,8 +74,19 @@ class AugmentationConfig:
 
     @classmethod
     def disabled(cls) -> AugmentationConfig:
-        return cls(flips=False, rot90=False, rotation_degrees=0, scale=0, brightness=0,
-                   contrast=0, hue=0, saturation=0, noise_std=0, gamma=0, overexposure=0)
+        return cls(
+            flips=False,
+            rot90=False,
+            rotation_degrees=0,
+            scale=0,
+            brightness=0,
+            contrast=0,
+            hue=0,
+            saturation=0,
+            noise_std=0,
+            gamma=0,
+            overexposure=0,
+        )
 
 
 @dataclass(frozen=True)
@@ -119,8 +139,12 @@ class TrainingConfig:
 
     def __post_init__(self) -> None:
         # Accept plain strings (CLI, JSON) for the enum fields.
-        for name, enum in (("optimizer", Optimizer), ("schedule", Schedule), ("loss", Loss),
-                           ("precision", Precision)):
+        for name, enum in (
+            ("optimizer", Optimizer),
+            ("schedule", Schedule),
+            ("loss", Loss),
+            ("precision", Precision),
+        ):
             object.__setattr__(self, name, _as_enum(enum, name, getattr(self, name)))
         if isinstance(self.augmentation, dict):
             object.__setattr__(self, "augmentation", AugmentationConfig(**self.augmentation))
@@ -130,8 +154,7 @@ class TrainingConfig:
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if self.max_minutes is not None and (isinstance(self.max_minutes, bool)
-                                             or not self.max_minutes > 0):
+        if self.max_minutes is not None and (isinstance(self.max_minutes, bool) or not self.max_minutes > 0):
             raise ValueError(f"max_minutes must be > 0 (or None for no time limit), got {self.max_minutes!r}")
         if self.normalisation not in ("per_image", "dataset"):
             raise ValueError(f"normalisation must be 'per_image' or 'dataset', got {self.normalisation!r}")
@@ -147,7 +170,8 @@ class TrainingConfig:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
         if not 0 <= self.labelled_patch_fraction <= 1:
             raise ValueError(
-                f"labelled_patch_fraction must be in [0, 1], got {self.labelled_patch_fraction!r}")
+                f"labelled_patch_fraction must be in [0, 1], got {self.labelled_patch_fraction!r}"
+            )
         for name in ("weight_decay", "dice_weight"):
             if not getattr(self, name) >= 0:  # also refuses NaN
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")

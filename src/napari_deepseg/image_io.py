@@ -53,7 +53,8 @@ def write_image(path: str | Path, data: np.ndarray) -> Path:
     elif suffix == ".png":
         if data.ndim != 2 or data.dtype not in (np.uint8, np.uint16):
             raise ValueError(
-                f"PNG output holds 2D 8/16-bit labels only; use .tif for {data.shape} {data.dtype}")
+                f"PNG output holds 2D 8/16-bit labels only; use .tif for {data.shape} {data.dtype}"
+            )
         import imageio.v3 as iio
 
         iio.imwrite(path, data)

@@ -39,8 +39,16 @@ FORMAT_NAME = "napari-deepseg"
 FORMAT_VERSION = 1
 SUPPORTED_VERSIONS = (1,)
 
-__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "ModelFileError", "ModelSaveError", "load_model", "read_metadata",
-           "save_model", "weights_digest"]
+__all__ = [
+    "FORMAT_NAME",
+    "FORMAT_VERSION",
+    "ModelFileError",
+    "ModelSaveError",
+    "load_model",
+    "read_metadata",
+    "save_model",
+    "weights_digest",
+]
 
 
 class ModelSaveError(OSError):
@@ -70,7 +78,7 @@ def thinned_history(history: list[dict], limit: int = MAX_STORED_RECORDS) -> lis
     keep |= {round(i * (len(history) - 1) / max(room - 1, 1)) for i in range(room)}
     kept = sorted(keep)
     if len(kept) > limit:  # more validation records than room: the earliest ones and the last
-        kept = kept[:limit - 1] + [len(history) - 1]
+        kept = kept[: limit - 1] + [len(history) - 1]
     return [history[i] for i in kept]
 
 
@@ -86,29 +94,37 @@ def save_model(model: SegmentationModel, path: str | Path) -> Path:
 
     path = Path(path)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.module.state_dict().items()}
-    description = json.dumps({
-        "architecture": model.architecture,
-        "encoder": model.encoder,
-        "num_classes": model.num_classes,
-        "class_names": list(model.class_names),
-        "in_channels": model.in_channels,
-        "normalisation": model.normalisation.to_dict(),
-        "config": model.config.to_dict(),
-        "history": thinned_history(model.history),
-        "napari_deepseg_version": __version__,
-        "torch_version": torch.__version__,
-    })
-    metadata = {"format": FORMAT_NAME, "format_version": str(FORMAT_VERSION), "model": description,
-                "model_sha256": hashlib.sha256(description.encode()).hexdigest(),
-                "weights_sha256": weights_digest(state)}
+    description = json.dumps(
+        {
+            "architecture": model.architecture,
+            "encoder": model.encoder,
+            "num_classes": model.num_classes,
+            "class_names": list(model.class_names),
+            "in_channels": model.in_channels,
+            "normalisation": model.normalisation.to_dict(),
+            "config": model.config.to_dict(),
+            "history": thinned_history(model.history),
+            "napari_deepseg_version": __version__,
+            "torch_version": torch.__version__,
+        }
+    )
+    metadata = {
+        "format": FORMAT_NAME,
+        "format_version": str(FORMAT_VERSION),
+        "model": description,
+        "model_sha256": hashlib.sha256(description.encode()).hexdigest(),
+        "weights_sha256": weights_digest(state),
+    }
     data = save(state, metadata=metadata)
     del state
     length = int.from_bytes(data[:8], "little")
-    problem = header_problem(length, json_items(data[8:8 + length]))
+    problem = header_problem(length, json_items(data[8 : 8 + length]))
     if problem:  # a file that loading would refuse is not written
-        raise ModelSaveError(f"could not save the model to {str(path)!r}: the file {problem} (the training "
-                             f"history holds {len(model.history):,} records). The file there (if any) was "
-                             "left as it was and the model is still in memory")
+        raise ModelSaveError(
+            f"could not save the model to {str(path)!r}: the file {problem} (the training "
+            f"history holds {len(model.history):,} records). The file there (if any) was "
+            "left as it was and the model is still in memory"
+        )
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_atomically(path, data)
@@ -116,7 +132,8 @@ def save_model(model: SegmentationModel, path: str | Path) -> Path:
         failure = ModelSaveError(
             f"could not save the model to {str(path)!r}: {err.strerror or err}. The file there (if any) "
             "was left as it was and the model is still in memory: free some space or choose another "
-            "folder, then save again")
+            "folder, then save again"
+        )
         failure.errno = err.errno
         raise failure from err
     return path
@@ -147,8 +164,11 @@ def load_model(path: str | Path, *, device: str = "cpu") -> SegmentationModel:
         raise file_error(path, "has been modified or damaged: its weights do not match their checksum")
     bad = [key for key, t in state.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
     if bad:
-        raise file_error(path, f"holds NaN or infinite weights ({', '.join(bad[:3])}); the training that "
-                               "wrote it diverged or the file is damaged")
+        raise file_error(
+            path,
+            f"holds NaN or infinite weights ({', '.join(bad[:3])}); the training that "
+            "wrote it diverged or the file is damaged",
+        )
     try:
         persistent = set(state)
         if all(name in persistent for name, _ in module.named_buffers()):
@@ -157,24 +177,42 @@ def load_model(path: str | Path, *, device: str = "cpu") -> SegmentationModel:
             module = _build(description)
         module.load_state_dict(state, strict=True)
         # Files written before these options existed trained with dataset bounds and no averaging.
-        config = TrainingConfig.from_dict({"normalisation": "dataset", "ema_decay": 0.0,
-                                           **description["config"]})
+        config = TrainingConfig.from_dict(
+            {"normalisation": "dataset", "ema_decay": 0.0, **description["config"]}
+        )
         normalisation = Normalisation.from_dict(description["normalisation"])
         model = SegmentationModel(
-            module, architecture=description["architecture"], encoder=description["encoder"],
-            num_classes=description["num_classes"], normalisation=normalisation,
-            class_names=description["class_names"], config=config, history=description["history"])
+            module,
+            architecture=description["architecture"],
+            encoder=description["encoder"],
+            num_classes=description["num_classes"],
+            normalisation=normalisation,
+            class_names=description["class_names"],
+            config=config,
+            history=description["history"],
+        )
     except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as err:
         raise file_error(path, f"does not describe a usable model: {err}") from None
     if model.in_channels != description["in_channels"]:
-        raise file_error(path, "does not describe a usable model: its normalisation has "
-                               f"{model.in_channels} channels, its network {description['in_channels']}")
+        raise file_error(
+            path,
+            "does not describe a usable model: its normalisation has "
+            f"{model.in_channels} channels, its network {description['in_channels']}",
+        )
     module.to(resolve_device(device)).eval()
     return model
 
 
-_FIELDS = {"architecture": str, "encoder": str, "num_classes": int, "in_channels": int,
-           "class_names": list, "normalisation": dict, "config": dict, "history": list}
+_FIELDS = {
+    "architecture": str,
+    "encoder": str,
+    "num_classes": int,
+    "in_channels": int,
+    "class_names": list,
+    "normalisation": dict,
+    "config": dict,
+    "history": list,
+}
 
 
 def _description(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
@@ -184,8 +222,11 @@ def _description(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
     if not version.isdigit() or int(version) not in SUPPORTED_VERSIONS:
         newer = version.isdigit() and int(version) > FORMAT_VERSION
         hint = "; please upgrade napari-deepseg" if newer else ""
-        raise file_error(path, f"has model format version {version[:20]!r}; this napari-deepseg reads "
-                               f"version {FORMAT_VERSION}{hint}")
+        raise file_error(
+            path,
+            f"has model format version {version[:20]!r}; this napari-deepseg reads "
+            f"version {FORMAT_VERSION}{hint}",
+        )
     text = metadata.get("model", "")
     expected = metadata.get("model_sha256")  # absent from files written before it was added
     if expected is not None and hashlib.sha256(text.encode()).hexdigest() != expected:
@@ -198,9 +239,11 @@ def _description(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
     for name, kind in _FIELDS.items():
         value = description.get(name)
         if not (isinstance(value, kind) and not isinstance(value, bool)) and not (
-                name == "class_names" and value is None):
-            raise file_error(path, f"has damaged metadata: {name!r} is {type(value).__name__}, not "
-                                   f"{kind.__name__}")
+            name == "class_names" and value is None
+        ):
+            raise file_error(
+                path, f"has damaged metadata: {name!r} is {type(value).__name__}, not {kind.__name__}"
+            )
     if not all(isinstance(r, dict) and type(r.get("iteration")) is int for r in description["history"]):
         raise file_error(path, "has damaged metadata: a training-history record has no iteration number")
     description["weights_sha256"] = metadata.get("weights_sha256")
@@ -210,9 +253,13 @@ def _description(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
 def _build(description: dict[str, Any]) -> torch.nn.Module:
     from .models import build_model
 
-    return build_model(description["architecture"], num_classes=description["num_classes"],
-                       in_channels=description["in_channels"], encoder=description["encoder"],
-                       pretrained=False)
+    return build_model(
+        description["architecture"],
+        num_classes=description["num_classes"],
+        in_channels=description["in_channels"],
+        encoder=description["encoder"],
+        pretrained=False,
+    )
 
 
 def _build_on_meta(path: Path, description: dict[str, Any]) -> torch.nn.Module:
@@ -226,10 +273,19 @@ def _build_on_meta(path: Path, description: dict[str, Any]) -> torch.nn.Module:
 def _check_table(path: Path, table: dict[str, Any], expected: dict[str, torch.Tensor]) -> None:
     missing = sorted(set(expected) - set(table))
     unexpected = sorted(set(table) - set(expected))
-    wrong = [f"{k} is {table[k][0]} {list(table[k][1])}, expected {v.dtype} {list(v.shape)}"
-             for k, v in expected.items() if k in table and (table[k][0], table[k][1]) != (v.dtype, v.shape)]
-    problems = ([f"missing {', '.join(missing[:3])}"] if missing else []) + (
-        [f"unexpected {', '.join(unexpected[:3])}"] if unexpected else []) + wrong[:3]
+    wrong = [
+        f"{k} is {table[k][0]} {list(table[k][1])}, expected {v.dtype} {list(v.shape)}"
+        for k, v in expected.items()
+        if k in table and (table[k][0], table[k][1]) != (v.dtype, v.shape)
+    ]
+    problems = (
+        ([f"missing {', '.join(missing[:3])}"] if missing else [])
+        + ([f"unexpected {', '.join(unexpected[:3])}"] if unexpected else [])
+        + wrong[:3]
+    )
     if problems:
-        raise file_error(path, f"does not fit its architecture: {'; '.join(problems)}"
-                               f"{' ...' if len(missing) + len(unexpected) + len(wrong) > 3 else ''}")
+        raise file_error(
+            path,
+            f"does not fit its architecture: {'; '.join(problems)}"
+            f"{' ...' if len(missing) + len(unexpected) + len(wrong) > 3 else ''}",
+        )

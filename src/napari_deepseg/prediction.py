@@ -78,8 +78,9 @@ class PredictionOptions:
         if self.device is not None:
             wanted = resolve_device(self.device)
             if wanted.type != device.type or wanted.index not in (None, device.index):
-                raise ValueError(f"the network is on {device}, not {wanted}: move it first "
-                                 "(SegmentationModel.to)")
+                raise ValueError(
+                    f"the network is on {device}, not {wanted}: move it first (SegmentationModel.to)"
+                )
         return device
 
 
@@ -116,12 +117,13 @@ def predict_bands(
         for s in range(num_slices):
             band = np.zeros((th, width, num_classes), np.float32)
             for row, y0 in enumerate(ys):
-                tiles = [(i, np.asarray(data[s, :, y0:y0 + th, x0:x0 + tw])) for i, x0 in enumerate(xs)]
-                for i, probs in _forward_tiles(module, tiles, normalisation, options.tiling.batch_size,
-                                               device, dtype, channels_last):
+                tiles = [(i, np.asarray(data[s, :, y0 : y0 + th, x0 : x0 + tw])) for i, x0 in enumerate(xs)]
+                for i, probs in _forward_tiles(
+                    module, tiles, normalisation, options.tiling.batch_size, device, dtype, channels_last
+                ):
                     probs *= rows.weights[row][:, None, None]
                     probs *= cols.weights[i][None, :, None]
-                    band[:, xs[i]:xs[i] + tw] += probs
+                    band[:, xs[i] : xs[i] + tw] += probs
                     done += 1
                     if progress is not None:
                         progress(done, total)
@@ -133,7 +135,7 @@ def predict_bands(
                 for r0 in range(0, finished, SINK_ROWS):
                     r1 = min(r0 + SINK_ROWS, finished)
                     chunk = band[r0:r1]
-                    chunk /= rows.total[y0 + r0:y0 + r1, None, None]
+                    chunk /= rows.total[y0 + r0 : y0 + r1, None, None]
                     chunk /= cols.total[None, :, None]
                     sink(s, y0 + r0, chunk)
                 rest = th - finished
@@ -141,13 +143,19 @@ def predict_bands(
                 band[rest:] = 0
 
 
-def _forward_tiles(module: torch.nn.Module, tiles: list[tuple[int, np.ndarray]], normalisation: Normalisation,
-                   batch_size: int, device: torch.device, dtype: torch.dtype,
-                   channels_last: bool) -> Iterator[tuple[int, np.ndarray]]:
+def _forward_tiles(
+    module: torch.nn.Module,
+    tiles: list[tuple[int, np.ndarray]],
+    normalisation: Normalisation,
+    batch_size: int,
+    device: torch.device,
+    dtype: torch.dtype,
+    channels_last: bool,
+) -> Iterator[tuple[int, np.ndarray]]:
     """Softmax probabilities of each tile, classes last: (h, w, K) float32, writable."""
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for start in range(0, len(tiles), batch_size):
-        chunk = tiles[start:start + batch_size]
+        chunk = tiles[start : start + batch_size]
         batch = torch.from_numpy(np.stack([normalisation.apply(t) for _, t in chunk]))
         batch = batch.to(device, memory_format=memory_format)
         with autocast(device, dtype):
@@ -158,14 +166,19 @@ def _forward_tiles(module: torch.nn.Module, tiles: list[tuple[int, np.ndarray]],
             yield index, p
 
 
-def predict_probabilities(module: torch.nn.Module, view: SliceView, normalisation: Normalisation,
-                          num_classes: int, options: PredictionOptions = PredictionOptions()) -> np.ndarray:
+def predict_probabilities(
+    module: torch.nn.Module,
+    view: SliceView,
+    normalisation: Normalisation,
+    num_classes: int,
+    options: PredictionOptions = PredictionOptions(),
+) -> np.ndarray:
     """Float32 probabilities (K, *leading_shape, H, W) for a whole image."""
     num_slices, _, height, width = view.data.shape
     out = np.empty((num_classes, num_slices, height, width), np.float32)
 
     def write(s: int, y0: int, chunk: np.ndarray) -> None:
-        out[:, s, y0:y0 + chunk.shape[0]] = np.moveaxis(chunk, -1, 0)
+        out[:, s, y0 : y0 + chunk.shape[0]] = np.moveaxis(chunk, -1, 0)
 
     predict_bands(module, view, normalisation, num_classes, write, options)
     return out.reshape(num_classes, *view.leading_shape, height, width)
@@ -212,8 +225,13 @@ class CompactProbabilities:
         self.best_probability[index] = np.rint(np.clip(top, 0, 1) * 255)
 
 
-def predict_compact(module: torch.nn.Module, view: SliceView, normalisation: Normalisation, num_classes: int,
-                    options: PredictionOptions = PredictionOptions()) -> CompactProbabilities:
+def predict_compact(
+    module: torch.nn.Module,
+    view: SliceView,
+    normalisation: Normalisation,
+    num_classes: int,
+    options: PredictionOptions = PredictionOptions(),
+) -> CompactProbabilities:
     """Like :func:`predict_probabilities` but keeps only the compact result (2 bytes per pixel)."""
     num_slices, _, height, width = view.data.shape
     out = CompactProbabilities.empty((num_slices, height, width), num_classes)
@@ -223,13 +241,20 @@ def predict_compact(module: torch.nn.Module, view: SliceView, normalisation: Nor
 
     predict_bands(module, view, normalisation, num_classes, write, options)
     shape = view.labels_shape
-    return CompactProbabilities(out.best_class.reshape(shape), out.best_probability.reshape(shape),
-                                num_classes)
+    return CompactProbabilities(
+        out.best_class.reshape(shape), out.best_probability.reshape(shape), num_classes
+    )
 
 
-def predict_labels(module: torch.nn.Module, view: SliceView, normalisation: Normalisation,
-                   num_classes: int, out: Any, min_probability: float = 0.0,
-                   options: PredictionOptions = PredictionOptions()) -> Any:
+def predict_labels(
+    module: torch.nn.Module,
+    view: SliceView,
+    normalisation: Normalisation,
+    num_classes: int,
+    out: Any,
+    min_probability: float = 0.0,
+    options: PredictionOptions = PredictionOptions(),
+) -> Any:
     """Thresholded labels written band by band into ``out`` (any array with numpy slicing of the
     image's spatial shape: numpy, ``np.memmap``, a memory-mapped TIFF, zarr). Nothing else of
     image size is held in memory, so the result can be larger than RAM."""
@@ -293,7 +318,8 @@ def _check_probabilities(probabilities: np.ndarray) -> np.ndarray:
     probabilities = np.asarray(probabilities)
     if probabilities.ndim < 2 or probabilities.shape[0] < 1 or probabilities.size == 0:
         raise ValueError(
-            f"probabilities must have shape (K, ...) with at least one class, got {probabilities.shape}")
+            f"probabilities must have shape (K, ...) with at least one class, got {probabilities.shape}"
+        )
     if not np.issubdtype(probabilities.dtype, np.floating):
         raise TypeError(f"probabilities must be floating point, got {probabilities.dtype}")
     return probabilities

@@ -86,8 +86,9 @@ class SegmentationModel:
         self.encoder = encoder
         self.num_classes = num_classes
         self.normalisation = normalisation
-        self.class_names = tuple(class_names) if class_names else tuple(
-            f"class {k}" for k in range(1, num_classes + 1))
+        self.class_names = (
+            tuple(class_names) if class_names else tuple(f"class {k}" for k in range(1, num_classes + 1))
+        )
         self.config = config or TrainingConfig(architecture=architecture, encoder=encoder)
         self.history = list(history or [])
         # True while a Trainer's run() is updating this model's weights (in another thread, maybe):
@@ -110,22 +111,27 @@ class SegmentationModel:
         """One line for people: architecture, classes, channels and training so far."""
         from .training.history import describe  # not at the top: training imports this module
 
-        return (f"{self.architecture} ({self.encoder}), {self.num_classes} classes "
-                f"[{', '.join(self.class_names)}], {self.in_channels} input channel(s), "
-                f"{describe(self.history)}")
+        return (
+            f"{self.architecture} ({self.encoder}), {self.num_classes} classes "
+            f"[{', '.join(self.class_names)}], {self.in_channels} input channel(s), "
+            f"{describe(self.history)}"
+        )
 
     def view(self, image: Any, channel_axis: int | None = None) -> SliceView:
         """The image as (S, C, H, W) slices with the channel handling used in training."""
         shape = tuple(np.shape(image))
         if channel_axis is None and self.in_channels == 1 and len(shape) == 3 and shape[-1] in (3, 4):
-            raise ValueError(f"the model was trained on 1-channel images but this image looks like RGB(A) "
-                             f"(shape {shape}); a stack of grey slices must have its stack axis first")
+            raise ValueError(
+                f"the model was trained on 1-channel images but this image looks like RGB(A) "
+                f"(shape {shape}); a stack of grey slices must have its stack axis first"
+            )
         view = to_slices(image, channel_axis=channel_axis, in_channels=self.in_channels)
         channels = view.data.shape[1]
         if channels != self.in_channels:
             raise ValueError(
                 f"the model was trained on images with {self.in_channels} channel(s) but this image "
-                f"has {channels} (shape {tuple(np.shape(image))})")
+                f"has {channels} (shape {tuple(np.shape(image))})"
+            )
         if view.data.shape[2] == 0 or view.data.shape[3] == 0:
             raise ValueError(f"the image is empty (shape {tuple(np.shape(image))})")
         return view
@@ -138,8 +144,14 @@ class SegmentationModel:
         self.module.to(resolve_device(device))
         return self
 
-    def predict_proba(self, image: Any, options: PredictionOptions | None = None, *,
-                      channel_axis: int | None = None, **keywords: Any) -> np.ndarray:
+    def predict_proba(
+        self,
+        image: Any,
+        options: PredictionOptions | None = None,
+        *,
+        channel_axis: int | None = None,
+        **keywords: Any,
+    ) -> np.ndarray:
         """Per-class probabilities, float32 of shape (K, *spatial): (K, H, W) for a 2D image,
         (K, Z, H, W) for a stack (predicted slice by slice). Tiled with overlap and smooth blending.
 
@@ -184,8 +196,16 @@ class SegmentationModel:
         full = predict_compact(self.module, crop_view, normalisation, self.num_classes, options)
         return CompactProbabilities(full.best_class[inner], full.best_probability[inner], self.num_classes)
 
-    def predict(self, image: Any, options: PredictionOptions | None = None, *, min_probability: float = 0.0,
-                out: Any = None, channel_axis: int | None = None, **keywords: Any) -> np.ndarray:
+    def predict(
+        self,
+        image: Any,
+        options: PredictionOptions | None = None,
+        *,
+        min_probability: float = 0.0,
+        out: Any = None,
+        channel_axis: int | None = None,
+        **keywords: Any,
+    ) -> np.ndarray:
         """Labels 0..K: the most probable class where its probability reaches ``min_probability``.
 
         ``out``: an integer array of the image's spatial shape to write the labels into band by
@@ -198,8 +218,9 @@ class SegmentationModel:
             self.to(options.device)
         if out is None:
             out = np.empty(view.labels_shape, label_dtype(self.num_classes))
-        labels: np.ndarray = predict_labels(self.module, view, self.normalisation, self.num_classes, out,
-                                            min_probability, options)
+        labels: np.ndarray = predict_labels(
+            self.module, view, self.normalisation, self.num_classes, out, min_probability, options
+        )
         return labels
 
     def save(self, path: str | Path) -> Path:

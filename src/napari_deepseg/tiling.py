@@ -29,7 +29,8 @@ class TilingOptions:
             raise ValueError(f"tile_size must be at least 32, got {self.tile_size}")
         if not 0 <= self.overlap < self.tile_size:
             raise ValueError(
-                f"overlap must be in [0, tile_size), got {self.overlap} for tile {self.tile_size}")
+                f"overlap must be in [0, tile_size), got {self.overlap} for tile {self.tile_size}"
+            )
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -64,7 +65,7 @@ def blend_weights(tile: int, overlap: int, at_start: bool, at_end: bool) -> np.n
         if not at_start:
             w[: edge.size] = np.minimum(w[: edge.size], edge)
         if not at_end:
-            w[tile - edge.size:] = np.minimum(w[tile - edge.size:], edge[::-1])
+            w[tile - edge.size :] = np.minimum(w[tile - edge.size :], edge[::-1])
     return w
 
 
@@ -81,9 +82,11 @@ class AxisTiles:
     @classmethod
     def along(cls, length: int, tiling: TilingOptions) -> AxisTiles:
         size, starts = tile_layout(length, tiling.tile_size, tiling.overlap)
-        weights = [blend_weights(size, tiling.overlap, i == 0, i == len(starts) - 1).astype(np.float32)
-                   for i in range(len(starts))]
+        weights = [
+            blend_weights(size, tiling.overlap, i == 0, i == len(starts) - 1).astype(np.float32)
+            for i in range(len(starts))
+        ]
         total = np.zeros(length, np.float32)
         for start, w in zip(starts, weights, strict=True):
-            total[start:start + size] += w
+            total[start : start + size] += w
         return cls(size, starts, weights, total)

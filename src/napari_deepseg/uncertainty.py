@@ -42,8 +42,9 @@ def uncertainty(probabilities: np.ndarray | CompactProbabilities) -> np.ndarray:
     return np.clip(out, 0, 1, out=out)
 
 
-def suggest_next_region(uncertainty_map: np.ndarray, labels: np.ndarray | None = None,
-                        window: int = 64) -> tuple[int, int] | None:
+def suggest_next_region(
+    uncertainty_map: np.ndarray, labels: np.ndarray | None = None, window: int = 64
+) -> tuple[int, int] | None:
     """Centre ``(row, column)`` of the ``window x window`` region of a plane with the highest mean
     uncertainty that holds no stroke, or ``None`` when every region has one.
 
@@ -65,7 +66,7 @@ def suggest_next_region(uncertainty_map: np.ndarray, labels: np.ndarray | None =
     wy, wx = min(window, h), min(window, w)
     # Summed-area tables give every window's sum in O(1).
     sums = np.pad(u.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
-    painted = (np.zeros(u.shape) if labels is None else (np.asarray(labels) > 0).astype(np.float64))
+    painted = np.zeros(u.shape) if labels is None else (np.asarray(labels) > 0).astype(np.float64)
     strokes = np.pad(painted.cumsum(0).cumsum(1), ((1, 0), (1, 0)))
     ys = np.unique(np.r_[np.arange(0, h - wy + 1, max(wy // 2, 1)), h - wy])
     xs = np.unique(np.r_[np.arange(0, w - wx + 1, max(wx // 2, 1)), w - wx])

@@ -7,8 +7,17 @@ import pytest
 
 from napari_deepseg import AugmentationConfig
 
-FAST = dict(iterations=10, patch_size=64, batch_size=2, pretrained=False, validation_fraction=0.0,
-            precision="fp32", device="cpu", augmentation=AugmentationConfig.disabled(), seed=0)
+FAST = dict(
+    iterations=10,
+    patch_size=64,
+    batch_size=2,
+    pretrained=False,
+    validation_fraction=0.0,
+    precision="fp32",
+    device="cpu",
+    augmentation=AugmentationConfig.disabled(),
+    seed=0,
+)
 TIMEOUT = 120_000  # ms; the CPU is shared, a tiny run usually takes a few seconds
 
 

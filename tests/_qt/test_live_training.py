@@ -24,12 +24,14 @@ from .test_train_widget import _assert_unchanged, _copies
 
 
 def _counts(labels: np.ndarray, num_classes: int = 2) -> tuple[int, ...]:
-    return tuple(int(n) for n in np.bincount(labels.ravel(), minlength=num_classes + 1)[1:num_classes + 1])
+    return tuple(int(n) for n in np.bincount(labels.ravel(), minlength=num_classes + 1)[1 : num_classes + 1])
 
 
 def _wait_for_counts(qtbot, widget: TrainWidget, expected: tuple[int, ...]) -> None:
-    qtbot.waitUntil(lambda: widget.last_record is not None and widget.last_record.painted_pixels == expected,
-                    timeout=TIMEOUT)
+    qtbot.waitUntil(
+        lambda: widget.last_record is not None and widget.last_record.painted_pixels == expected,
+        timeout=TIMEOUT,
+    )
 
 
 def _unlabelled_spot(labels: np.ndarray, radius: int) -> tuple[int, int]:
@@ -37,7 +39,7 @@ def _unlabelled_spot(labels: np.ndarray, radius: int) -> tuple[int, int]:
     h, w = labels.shape
     for y in range(radius, h - radius, 4):
         for x in range(radius, w - radius, 4):
-            if not labels[y - radius:y + radius + 1, x - radius:x + radius + 1].any():
+            if not labels[y - radius : y + radius + 1, x - radius : x + radius + 1].any():
                 return y, x
     raise AssertionError("no unlabelled spot")
 
@@ -121,8 +123,10 @@ def test_minutes_budget_goes_to_the_config_and_ends_the_run(trainer_setup, qtbot
 def _layers_with_scale(viewer):
     (image, image_meta, _), (strokes, strokes_meta, _) = fluorescence_sample_layers()
     where = dict(scale=(2.0, 2.0), translate=(5.0, -3.0))
-    return (viewer.add_image(image, name=image_meta["name"], **where),
-            viewer.add_labels(strokes, name=strokes_meta["name"], **where))
+    return (
+        viewer.add_image(image, name=image_meta["name"], **where),
+        viewer.add_labels(strokes, name=strokes_meta["name"], **where),
+    )
 
 
 def test_uncertainty_layer_and_where_next(make_napari_viewer, qtbot, errors, monkeypatch):
@@ -153,8 +157,12 @@ def test_uncertainty_layer_and_where_next(make_napari_viewer, qtbot, errors, mon
     row, col = np.round(labels.world_to_data(centre)).astype(int)
     window = (slice(max(row - 32, 0), row + 32), slice(max(col - 32, 0), col + 32))
     assert not labels.data[window].any()  # no stroke there yet
-    free = [last.uncertainty[y:y + 64, x:x + 64].mean() for y in range(0, 193, 32) for x in range(0, 193, 32)
-            if not labels.data[y:y + 64, x:x + 64].any()]
+    free = [
+        last.uncertainty[y : y + 64, x : x + 64].mean()
+        for y in range(0, 193, 32)
+        for x in range(0, 193, 32)
+        if not labels.data[y : y + 64, x : x + 64].any()
+    ]
     assert last.uncertainty[window].mean() >= max(free) - 1e-6  # and the model is the least sure there
     assert (row, col) == suggest_next_region(last.uncertainty, labels.data)
 

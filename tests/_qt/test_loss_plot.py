@@ -13,11 +13,23 @@ from napari_deepseg.training.history import COLUMNS, smooth
 
 
 def record(i: int, *, validation: bool = False) -> TrainingProgress:
-    metrics = ValidationMetrics(loss=0.5, error_rate=0.1, iou=(0.5 + i / 1000, math.nan, 0.7),
-                                dice=(0.6, math.nan, 0.8)) if validation else None
-    return TrainingProgress(iteration=i, last_iteration=1000, loss=1.0 / i, error_rate=0.5 / (i + 1),
-                            learning_rate=1e-3, elapsed_seconds=0.1 * i, samples_per_second=40.0,
-                            validation=metrics)
+    metrics = (
+        ValidationMetrics(
+            loss=0.5, error_rate=0.1, iou=(0.5 + i / 1000, math.nan, 0.7), dice=(0.6, math.nan, 0.8)
+        )
+        if validation
+        else None
+    )
+    return TrainingProgress(
+        iteration=i,
+        last_iteration=1000,
+        loss=1.0 / i,
+        error_rate=0.5 / (i + 1),
+        learning_rate=1e-3,
+        elapsed_seconds=0.1 * i,
+        samples_per_second=40.0,
+        validation=metrics,
+    )
 
 
 @pytest.fixture
@@ -162,8 +174,9 @@ def test_shows_and_paints(plot, qtbot):
     qtbot.waitExposed(plot)
     qtbot.wait(150)
     image = plot.grab().toImage()
-    pixels = np.array([image.pixelColor(x, y).getRgb()[:3] for x in range(image.width())
-                       for y in range(image.height())])
+    pixels = np.array(
+        [image.pixelColor(x, y).getRgb()[:3] for x in range(image.width()) for y in range(image.height())]
+    )
     curve = np.array([0x6E, 0xA8, 0xFE])  # the dark theme's curve colour (antialiased: nearly)
     assert (np.abs(pixels - curve).max(axis=1) < 30).sum() > 50
     assert plot.redraw_count >= 2 and "val\u00a0mIoU" in plot.last_value_label.text()

@@ -24,8 +24,15 @@ CLASS_NAMES = ("background", "nucleus")
 def tiny_model():
     """A U-Net trained for 3 iterations on the fluorescence sample: enough to be uncertain somewhere."""
     image, strokes = sample_data.load_fluorescence_sample()
-    config = TrainingConfig(pretrained=False, iterations=3, patch_size=64, batch_size=2,
-                            validation_fraction=0, precision="fp32", device="cpu")
+    config = TrainingConfig(
+        pretrained=False,
+        iterations=3,
+        patch_size=64,
+        batch_size=2,
+        validation_fraction=0,
+        precision="fp32",
+        device="cpu",
+    )
     trainer = Trainer(image, strokes, config, class_names=CLASS_NAMES)
     for _ in trainer.run():
         pass
@@ -93,8 +100,10 @@ def test_predict_then_threshold_without_the_network(qtbot, viewer_and_widget, ti
     assert widget.predict_button.isEnabled() and not widget.cancel_button.isEnabled()
     zeros_at_0 = int((layer.data == 0).sum())
 
-    with patch.object(tiny_model, "predict_compact", wraps=tiny_model.predict_compact) as compact_spy, \
-            patch.object(tiny_model.module, "forward", wraps=tiny_model.module.forward) as forward_spy:
+    with (
+        patch.object(tiny_model, "predict_compact", wraps=tiny_model.predict_compact) as compact_spy,
+        patch.object(tiny_model.module, "forward", wraps=tiny_model.module.forward) as forward_spy,
+    ):
         widget.threshold_slider.setValue(90)
         qtbot.wait(10)
     compact_spy.assert_not_called()
@@ -209,7 +218,9 @@ def test_load_model_from_file(tmp_path, viewer_and_widget, tiny_model, errors):
     assert loaded is not None and widget.model is loaded
     assert widget.model_combo.currentText() == "good.safetensors"
     assert [widget.model_combo.itemText(i) for i in range(widget.model_combo.count())] == [
-        "tiny", "good.safetensors"]
+        "tiny",
+        "good.safetensors",
+    ]
     assert widget.model_info.toolTip() == loaded.summary()
     assert "Classes: 1 background, 2 nucleus" in widget.model_info.text()
 
@@ -227,8 +238,9 @@ def test_threshold_slider_on_4096_squared(viewer_and_widget):
     viewer, widget = viewer_and_widget
     rng = np.random.default_rng(0)
     shape = (4096, 4096)
-    compact = CompactProbabilities(rng.integers(1, 4, shape, dtype=np.uint8),
-                                   rng.integers(85, 256, shape, dtype=np.uint8), 3)
+    compact = CompactProbabilities(
+        rng.integers(1, 4, shape, dtype=np.uint8), rng.integers(85, 256, shape, dtype=np.uint8), 3
+    )
     widget.compact = compact
     widget.result_layer = viewer.add_labels(apply_threshold(compact, 0.0), name="big segmentation")
     timings = []
@@ -250,8 +262,10 @@ def test_uncertainty_layer_and_where_next_without_the_network(qtbot, viewer_and_
     before = [np.array(la.data, copy=True) for la in (image_layer, strokes)]
     _predict(qtbot, widget)
     assert "fluo uncertainty" not in viewer.layers  # only when asked for
-    with patch.object(tiny_model, "predict_compact", wraps=tiny_model.predict_compact) as compact_spy, \
-            patch.object(tiny_model.module, "forward", wraps=tiny_model.module.forward) as forward_spy:
+    with (
+        patch.object(tiny_model, "predict_compact", wraps=tiny_model.predict_compact) as compact_spy,
+        patch.object(tiny_model.module, "forward", wraps=tiny_model.module.forward) as forward_spy,
+    ):
         widget.uncertainty_checkbox.setChecked(True)
         layer = viewer.layers["fluo uncertainty"]
         widget.threshold_slider.setValue(70)
@@ -277,8 +291,15 @@ def test_uncertainty_layer_and_where_next_without_the_network(qtbot, viewer_and_
 
 def test_model_info_of_a_model_trained_with_validation(qtbot, make_napari_viewer, store):
     image, strokes = sample_data.load_fluorescence_sample()
-    config = TrainingConfig(pretrained=False, iterations=3, patch_size=64, batch_size=2,
-                            validation_fraction=0.25, precision="fp32", device="cpu")
+    config = TrainingConfig(
+        pretrained=False,
+        iterations=3,
+        patch_size=64,
+        batch_size=2,
+        validation_fraction=0.25,
+        precision="fp32",
+        device="cpu",
+    )
     trainer = Trainer(image, strokes, config, class_names=CLASS_NAMES)
     last = list(trainer.run())[-1]  # the typed record, not the stored dict the widget reads
     assert last.validation is not None and 0 <= last.validation.mean_iou <= 1
@@ -287,10 +308,12 @@ def test_model_info_of_a_model_trained_with_validation(qtbot, make_napari_viewer
     assert widget.model_combo.currentText() == "validated"
     assert widget.model_info.text() == (
         "Architecture: unet (encoder resnet34)\nClasses: 1 background, 2 nucleus\nInput channels: 1\n"
-        f"Training: 3 iterations, last loss {last.loss:.3g}, validation mIoU {last.validation.mean_iou:.2f}")
+        f"Training: 3 iterations, last loss {last.loss:.3g}, validation mIoU {last.validation.mean_iou:.2f}"
+    )
     assert widget.model_info.toolTip() == (
         "unet (resnet34), 2 classes [background, nucleus], 1 input channel(s), 3 iterations, "
-        f"last loss {last.loss:.3g}, validation mIoU {last.validation.mean_iou:.2f}")
+        f"last loss {last.loss:.3g}, validation mIoU {last.validation.mean_iou:.2f}"
+    )
 
 
 def test_a_result_hides_the_training_preview_of_its_image(qtbot, viewer_and_widget):
@@ -308,7 +331,8 @@ def test_a_result_hides_the_training_preview_of_its_image(qtbot, viewer_and_widg
     assert not previews[0].layer.visible and previews[1].layer.visible  # another image's preview stays
     assert widget.status_label.text() == (
         "Segmented 'fluo' into 'fluo segmentation'. Hid the training preview 'fluo preview' (its eye in "
-        "the layer list shows it again).")
+        "the layer list shows it again)."
+    )
     assert widget.result_layer.visible
     _predict(qtbot, widget)  # already hidden: nothing more to say
     assert widget.status_label.text() == "Segmented 'fluo' into 'fluo segmentation'."
@@ -319,9 +343,17 @@ def test_model_text_reports_the_validation_miou():
 
     from napari_deepseg._qt._predict_job import model_text
 
-    history = [{"iteration": 1, "loss": 0.5, "validation": {"iou": [0.5, None, 0.7]}},
-               {"iteration": 2, "loss": 0.25, "validation": None}]
-    model = SimpleNamespace(class_names=("a", "b", "c"), history=history, iterations_trained=2,
-                            architecture="unet", encoder="resnet34", in_channels=1)
+    history = [
+        {"iteration": 1, "loss": 0.5, "validation": {"iou": [0.5, None, 0.7]}},
+        {"iteration": 2, "loss": 0.25, "validation": None},
+    ]
+    model = SimpleNamespace(
+        class_names=("a", "b", "c"),
+        history=history,
+        iterations_trained=2,
+        architecture="unet",
+        encoder="resnet34",
+        in_channels=1,
+    )
     text = model_text(model)
     assert "2 iterations, last loss 0.25, validation mIoU 0.60" in text and "Classes: 1 a, 2 b, 3 c" in text

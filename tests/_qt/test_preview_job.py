@@ -19,8 +19,15 @@ TILES = dict(tile_size=128, overlap=32, batch_size=1)  # what the previewer uses
 @pytest.fixture(scope="module")
 def model():
     image, strokes = load_fluorescence_sample()
-    config = TrainingConfig(pretrained=False, iterations=1, patch_size=64, batch_size=1,
-                            validation_fraction=0.0, precision="fp32", device="cpu")
+    config = TrainingConfig(
+        pretrained=False,
+        iterations=1,
+        patch_size=64,
+        batch_size=1,
+        validation_fraction=0.0,
+        precision="fp32",
+        device="cpu",
+    )
     return Trainer(image, strokes, config).model  # untrained is enough: only shapes and places matter
 
 
@@ -60,8 +67,7 @@ def test_region_stability_and_planes(model):
     assert inside.min() >= 1 and first.labels.sum() == inside.sum()  # nothing outside the region
     # With context around the box, normalised by the whole stack as in training.
     stack_bounds = model.normalisation.for_image(model.view(stack).data)
-    box = model.predict_compact(stack[1], region=(10, 90, 20, 120), image_normalisation=stack_bounds,
-                                **TILES)
+    box = model.predict_compact(stack[1], region=(10, 90, 20, 120), image_normalisation=stack_bounds, **TILES)
     np.testing.assert_array_equal(inside, apply_threshold(box, 0.0))
     np.testing.assert_array_equal(first.uncertainty[10:90, 20:120], uncertainty(box))
     assert first.uncertain_fraction == pytest.approx(np.mean(first.uncertainty[10:90, 20:120] > 0.5))

@@ -16,8 +16,15 @@ from napari_deepseg.training import Trainer
 def model_file(tmp_path_factory):
     """An (untrained) saved model: the reader only cares about the file."""
     image, strokes = sample_data.load_fluorescence_sample()
-    config = TrainingConfig(pretrained=False, iterations=1, patch_size=64, batch_size=2,
-                            validation_fraction=0, precision="fp32", device="cpu")
+    config = TrainingConfig(
+        pretrained=False,
+        iterations=1,
+        patch_size=64,
+        batch_size=2,
+        validation_fraction=0,
+        precision="fp32",
+        device="cpu",
+    )
     model = Trainer(image, strokes, config, class_names=("background", "nucleus")).model
     return model.save(tmp_path_factory.mktemp("models") / "nuclei.safetensors")
 

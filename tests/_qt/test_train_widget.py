@@ -299,8 +299,11 @@ def test_stacks_rgb_and_multichannel_images(make_napari_viewer, qtbot, errors, k
     assert errors == [] and model.iterations_trained == iterations
     assert model.in_channels == {"stack": 1, "rgb": 3, "multichannel": 2}[kind]
     preview = viewer.layers[f"{kind} preview"].data
-    plane = {"stack": lambda: image_data[2], "rgb": lambda: image_data,
-             "multichannel": lambda: np.moveaxis(image_data, 0, -1)}[kind]()
+    plane = {
+        "stack": lambda: image_data[2],
+        "rgb": lambda: image_data,
+        "multichannel": lambda: np.moveaxis(image_data, 0, -1),
+    }[kind]()
     assert preview.shape == labels_data.shape[-2:]
     expected = model.predict(plane, channel_axis=-1 if kind != "stack" else None)
     mismatch = np.mean(preview != expected)
@@ -316,14 +319,40 @@ def test_settings_round_trip_and_architecture_hints(make_napari_viewer, monkeypa
 
     widget = TrainWidget(make_napari_viewer())
     config = TrainingConfig(
-        architecture="deeplabv3plus", encoder="resnet34", pretrained=False, iterations=123, batch_size=3,
-        patch_size=96, learning_rate=2e-4, optimizer="sgd", weight_decay=5e-4, schedule="step",
-        loss="ce_dice", dice_weight=1.5, class_balancing=True, labelled_patch_fraction=0.75,
-        validation_fraction=0.2, validation_interval=20, seed=7, device="cpu", precision="bf16",
-        normalisation="dataset", ema_decay=0.5, regularisation_weight=0.1,  # not in the form: kept
-        augmentation=AugmentationConfig(flips=False, rot90=True, rotation_degrees=30, scale=0.2,
-                                        brightness=0.1, contrast=0.25, hue=0.05, saturation=0.3,
-                                        noise_std=0.05))
+        architecture="deeplabv3plus",
+        encoder="resnet34",
+        pretrained=False,
+        iterations=123,
+        batch_size=3,
+        patch_size=96,
+        learning_rate=2e-4,
+        optimizer="sgd",
+        weight_decay=5e-4,
+        schedule="step",
+        loss="ce_dice",
+        dice_weight=1.5,
+        class_balancing=True,
+        labelled_patch_fraction=0.75,
+        validation_fraction=0.2,
+        validation_interval=20,
+        seed=7,
+        device="cpu",
+        precision="bf16",
+        normalisation="dataset",
+        ema_decay=0.5,
+        regularisation_weight=0.1,  # not in the form: kept
+        augmentation=AugmentationConfig(
+            flips=False,
+            rot90=True,
+            rotation_degrees=30,
+            scale=0.2,
+            brightness=0.1,
+            contrast=0.25,
+            hue=0.05,
+            saturation=0.3,
+            noise_std=0.05,
+        ),
+    )
     widget.set_config(config)
     assert widget.config() == config
     for limits in (dict(iterations=None, max_minutes=2.5), dict(iterations=None, max_minutes=None)):

@@ -34,8 +34,15 @@ def test_train_then_predict_then_threshold(make_napari_viewer, qtbot):
     _, predict = viewer.window.add_plugin_dock_widget("napari-deepseg", "Predict")
 
     train.set_pairs([(image, strokes)])
-    train.set_config(iterations=10, patch_size=64, batch_size=2, pretrained=False, validation_fraction=0.0,
-                     device="cpu", augmentation=AugmentationConfig.disabled())
+    train.set_config(
+        iterations=10,
+        patch_size=64,
+        batch_size=2,
+        pretrained=False,
+        validation_fraction=0.0,
+        device="cpu",
+        augmentation=AugmentationConfig.disabled(),
+    )
     with qtbot.waitSignal(train.training_finished, timeout=TIMEOUT) as finished:
         qtbot.mouseClick(train.start_button, Qt.LeftButton)
     model = finished.args[0]
@@ -54,8 +61,10 @@ def test_train_then_predict_then_threshold(make_napari_viewer, qtbot):
     assert set(np.unique(result.data)) <= {1, 2}  # 0 % threshold: every pixel classified
 
     zeros_at = {}
-    with patch.object(model, "predict_compact", wraps=model.predict_compact) as network_spy, \
-            patch.object(model.module, "forward", wraps=model.module.forward) as forward_spy:
+    with (
+        patch.object(model, "predict_compact", wraps=model.predict_compact) as network_spy,
+        patch.object(model.module, "forward", wraps=model.module.forward) as forward_spy,
+    ):
         for percent in (0, 60, 95):
             predict.threshold_slider.setValue(percent)
             zeros_at[percent] = int((result.data == 0).sum())

@@ -8,8 +8,17 @@ from napari_deepseg.config import AugmentationConfig
 from napari_deepseg.data import Augmenter
 from napari_deepseg.data.augmentation import colour_matrix
 
-OFF = {"flips": False, "rot90": False, "rotation_degrees": 0, "scale": 0, "brightness": 0, "contrast": 0,
-       "hue": 0, "saturation": 0, "noise_std": 0}
+OFF = {
+    "flips": False,
+    "rot90": False,
+    "rotation_degrees": 0,
+    "scale": 0,
+    "brightness": 0,
+    "contrast": 0,
+    "hue": 0,
+    "saturation": 0,
+    "noise_std": 0,
+}
 
 
 def only(**changes) -> AugmentationConfig:

@@ -44,8 +44,12 @@ def test_dict_roundtrip_through_json() -> None:
     again = Normalisation.from_dict(json.loads(json.dumps(norm.to_dict())))
     assert again == norm
     assert again.low == (0.5, -2.0, 10.0)
-    assert norm.to_dict() == {"low": [0.5, -2.0, 10.0], "high": [9.25, 4.0, 300.0], "mode": "dataset",
-                              "percentiles": [1.0, 99.8]}
+    assert norm.to_dict() == {
+        "low": [0.5, -2.0, 10.0],
+        "high": [9.25, 4.0, 300.0],
+        "mode": "dataset",
+        "percentiles": [1.0, 99.8],
+    }
     per_image = Normalisation(low=(1.0,), high=(2.0,), mode="per_image", percentiles=(2, 98))
     assert Normalisation.from_dict(json.loads(json.dumps(per_image.to_dict()))) == per_image
 

@@ -11,7 +11,7 @@ def _stroke_image(size: int = 400) -> tuple[list[np.ndarray], list[np.ndarray]]:
     image = rng.random((2, size, size)).astype(np.float32)
     labels = np.zeros((size, size), np.int64)
     labels[size * 3 // 4, 40:46] = 1  # two tiny strokes in a big image
-    labels[size // 8:size // 8 + 3, size - 50] = 2
+    labels[size // 8 : size // 8 + 3, size - 50] = 2
     return [image], [labels]
 
 
@@ -23,8 +23,9 @@ def _fraction_labelled(sampler: PatchSampler, draws: int = 200) -> float:
 def test_labelled_fraction_is_respected() -> None:
     images, labels = _stroke_image()
     for fraction, low, high in ((1.0, 1.0, 1.0), (0.5, 0.42, 0.62), (0.0, 0.0, 0.05)):
-        sampler = PatchSampler(images, labels, patch_size=32, labelled_fraction=fraction,
-                               rng=np.random.default_rng(1))
+        sampler = PatchSampler(
+            images, labels, patch_size=32, labelled_fraction=fraction, rng=np.random.default_rng(1)
+        )
         assert low <= _fraction_labelled(sampler) <= high, fraction
 
 
@@ -37,7 +38,7 @@ def test_shapes_dtypes_and_content() -> None:
     # Every patch is a real crop of the image: find it by its top-left value.
     for patch in x:
         top, left = np.argwhere(images[0][0] == patch[0, 0, 0])[0]
-        np.testing.assert_array_equal(patch, images[0][:, top:top + 32, left:left + 32])
+        np.testing.assert_array_equal(patch, images[0][:, top : top + 32, left : left + 32])
 
 
 def test_class_balanced_centres() -> None:
@@ -45,21 +46,32 @@ def test_class_balanced_centres() -> None:
     labels = np.zeros((300, 300), np.int64)
     labels[:, :100] = 1  # a huge class 1 ...
     labels[250, 250] = 2  # ... and one pixel of class 2
+
     def share_with_class_2(balanced: bool) -> float:
-        sampler = PatchSampler([image], [labels], patch_size=32, labelled_fraction=1.0,
-                               rng=np.random.default_rng(3), class_balanced_centres=balanced)
+        sampler = PatchSampler(
+            [image],
+            [labels],
+            patch_size=32,
+            labelled_fraction=1.0,
+            rng=np.random.default_rng(3),
+            class_balanced_centres=balanced,
+        )
         _, y = sampler.sample(200)
         return float(np.mean((y == 2).reshape(200, -1).any(axis=1)))
+
     assert 0.4 <= share_with_class_2(True) <= 0.6
     assert share_with_class_2(False) < 0.02
 
 
 def test_deterministic_for_a_seed() -> None:
     images, labels = _stroke_image(120)
+
     def draw(seed: int) -> tuple[np.ndarray, np.ndarray]:
-        sampler = PatchSampler(images, labels, patch_size=32, labelled_fraction=0.7,
-                               rng=np.random.default_rng(seed))
+        sampler = PatchSampler(
+            images, labels, patch_size=32, labelled_fraction=0.7, rng=np.random.default_rng(seed)
+        )
         return sampler.sample(8)
+
     a, b, c = draw(5), draw(5), draw(6)
     np.testing.assert_array_equal(a[0], b[0])
     np.testing.assert_array_equal(a[1], b[1])
@@ -72,8 +84,13 @@ def test_small_images_are_padded_without_labels() -> None:
     labels[0, 0], labels[9, 11] = 1, 2
     tiny = np.ones((1, 1, 3), np.float32)  # too small to reflect vertically: zero padding
     tiny_labels = np.array([[0, 3, 0]], np.int64)
-    sampler = PatchSampler([image, tiny], [labels, tiny_labels], patch_size=32, labelled_fraction=1.0,
-                           rng=np.random.default_rng(0))
+    sampler = PatchSampler(
+        [image, tiny],
+        [labels, tiny_labels],
+        patch_size=32,
+        labelled_fraction=1.0,
+        rng=np.random.default_rng(0),
+    )
     x, y = sampler.sample(40)
     assert x.shape == (40, 1, 32, 32)
     for patch, lab in zip(x, y):

@@ -15,8 +15,11 @@ from torch import nn
 
 from napari_deepseg.models import SegmentationNetwork, architecture_spec, available_architectures, build_model
 
-CASES = [pytest.param(a, e, id=f"{a}-{e}")
-         for a in available_architectures() for e in architecture_spec(a).encoders]
+CASES = [
+    pytest.param(a, e, id=f"{a}-{e}")
+    for a in available_architectures()
+    for e in architecture_spec(a).encoders
+]
 DEFAULTS = [pytest.param(a, architecture_spec(a).default_encoder, id=a) for a in available_architectures()]
 NUM_CLASSES = 3
 
@@ -32,8 +35,9 @@ def _first_conv(model: nn.Module) -> nn.Conv2d:
 
 @pytest.mark.parametrize(("architecture", "encoder"), CASES)
 @pytest.mark.parametrize("in_channels", [1, 3, 4])
-def test_logits_have_input_size_for_odd_and_tiny_images(architecture: str, encoder: str,
-                                                        in_channels: int) -> None:
+def test_logits_have_input_size_for_odd_and_tiny_images(
+    architecture: str, encoder: str, in_channels: int
+) -> None:
     model = _build(architecture, encoder, in_channels).eval()
     assert _first_conv(model).in_channels == in_channels
     torch.manual_seed(1)
@@ -99,8 +103,11 @@ def test_the_base_class_pads_to_the_size_divisor_and_crops_back(architecture: st
     model.encoder.register_forward_hook(lambda _m, inputs, _out: seen.append(tuple(inputs[0].shape[-2:])))
     d = model.size_divisor
     with torch.no_grad():
-        for size, padded in [((2 * d, 3 * d), (2 * d, 3 * d)), ((2 * d + 1, 3 * d - 5), (3 * d, 3 * d)),
-                             ((7, 9), (2 * d, 2 * d))]:
+        for size, padded in [
+            ((2 * d, 3 * d), (2 * d, 3 * d)),
+            ((2 * d + 1, 3 * d - 5), (3 * d, 3 * d)),
+            ((7, 9), (2 * d, 2 * d)),
+        ]:
             assert model(torch.randn(1, 3, *size)).shape[-2:] == size
             assert seen.pop() == padded
     # Every feature map of a divisible input has an integer size: the divisor covers the deepest.
@@ -132,7 +139,8 @@ def test_state_dict_keys_are_those_of_saved_model_files(architecture: str, encod
     digest = (hashlib.sha256(lines.encode()).hexdigest()[:16], len(state))
     assert digest == STATE_DICT_DIGESTS.get(f"{architecture}-{encoder}"), (
         "the state-dict keys or shapes changed, so saved model files no longer load (or this is a "
-        f"new architecture: record {digest} above)")
+        f"new architecture: record {digest} above)"
+    )
 
 
 def test_registry_lists_the_builtin_architectures_default_first() -> None:

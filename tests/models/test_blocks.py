@@ -10,13 +10,16 @@ from napari_deepseg.models._base import crop, pad_to_multiple
 from napari_deepseg.models.fcn8s import BilinearUpsample
 
 
-@pytest.mark.parametrize(("size", "min_size", "padded"), [
-    ((97, 131), 0, (128, 160)),
-    ((20, 24), 0, (32, 32)),
-    ((64, 96), 0, (64, 96)),
-    ((3, 40), 0, (32, 64)),
-    ((32, 32), 64, (64, 64)),
-])
+@pytest.mark.parametrize(
+    ("size", "min_size", "padded"),
+    [
+        ((97, 131), 0, (128, 160)),
+        ((20, 24), 0, (32, 32)),
+        ((64, 96), 0, (64, 96)),
+        ((3, 40), 0, (32, 64)),
+        ((32, 32), 64, (64, 64)),
+    ],
+)
 def test_pad_to_multiple_and_crop_back(size: tuple[int, int], min_size: int, padded: tuple[int, int]) -> None:
     x = torch.randn(2, 3, *size)
     y, box = pad_to_multiple(x, 32, min_size=min_size)

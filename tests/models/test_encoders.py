@@ -65,8 +65,9 @@ def test_adapt_rgb_weight(in_channels: int) -> None:
     # A grey image replicated to RGB gives the same response as the 1-channel weight on it.
     if in_channels == 1:
         grey = torch.randn(1, 1, 5, 5)
-        torch.testing.assert_close(nn.functional.conv2d(grey, adapted),
-                                   nn.functional.conv2d(grey.expand(1, 3, 5, 5), rgb))
+        torch.testing.assert_close(
+            nn.functional.conv2d(grey, adapted), nn.functional.conv2d(grey.expand(1, 3, 5, 5), rgb)
+        )
 
 
 @pytest.mark.parametrize("dilated", [False, True])
@@ -94,16 +95,18 @@ def test_pretrained_weights_from_hub_cache(resnet34_state: tuple[Path, dict[str,
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         unet = build_model("unet", num_classes=2, in_channels=1, encoder="resnet34", pretrained=True)
-        deeplab = build_model("deeplabv3plus", num_classes=2, in_channels=3, encoder="resnet34",
-                              pretrained=True)
+        deeplab = build_model(
+            "deeplabv3plus", num_classes=2, in_channels=3, encoder="resnet34", pretrained=True
+        )
     stages = unet.encoder.stages
     torch.testing.assert_close(stages[4][1].conv2.weight, state["layer4.1.conv2.weight"], rtol=0, atol=0)
     torch.testing.assert_close(stages[0][1].running_mean, state["bn1.running_mean"], rtol=0, atol=0)
     torch.testing.assert_close(unet.encoder.first_conv.weight, state["conv1.weight"].sum(1, keepdim=True))
     # Dilation changes strides only; the weights stay those of the file.
     torch.testing.assert_close(deeplab.encoder.first_conv.weight, state["conv1.weight"], rtol=0, atol=0)
-    torch.testing.assert_close(deeplab.encoder.stages[4][0].conv1.weight, state["layer4.0.conv1.weight"],
-                               rtol=0, atol=0)
+    torch.testing.assert_close(
+        deeplab.encoder.stages[4][0].conv1.weight, state["layer4.0.conv1.weight"], rtol=0, atol=0
+    )
     assert deeplab.encoder.stages[4][0].conv1.dilation == (2, 2)
 
 
@@ -126,7 +129,11 @@ def test_weights_status_says_where_the_file_goes(hub_dir: Path) -> None:
     status = pretrained_weights_status("resnet34")
     expected = hub_dir / "checkpoints" / "resnet34-b627a593.pth"
     assert (status.encoder, status.expected_path, status.found, status.available) == (
-        "resnet34", expected, None, False)
+        "resnet34",
+        expected,
+        None,
+        False,
+    )
     assert status.url == "https://download.pytorch.org/models/resnet34-b627a593.pth"
     assert status.instructions == f"download {status.url} and save it as {expected}"
     expected.parent.mkdir(parents=True)
@@ -163,8 +170,9 @@ def test_missing_weights_warn_once_and_start_from_scratch(hub_dir: Path) -> None
 
 def test_explicit_weights_path(resnet34_state: tuple[Path, dict[str, torch.Tensor]]) -> None:
     path, state = resnet34_state
-    model = build_model("unet", num_classes=2, in_channels=3, encoder="resnet34", pretrained=True,
-                        weights_path=path)
+    model = build_model(
+        "unet", num_classes=2, in_channels=3, encoder="resnet34", pretrained=True, weights_path=path
+    )
     torch.testing.assert_close(model.encoder.first_conv.weight, state["conv1.weight"], rtol=0, atol=0)
     with pytest.raises(FileNotFoundError, match=r"missing.pth"):
         build_encoder("resnet34", in_channels=3, pretrained=True, weights_path=path.parent / "missing.pth")

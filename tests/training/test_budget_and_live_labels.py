@@ -197,8 +197,9 @@ def test_new_strokes_go_to_validation_by_block_not_by_pixel():
 def test_validation_reports_uncertainty_and_stability(fluo_crop):
     image, labels = fluo_crop
     big, big_labels = np.tile(image, (4, 4)), np.tile(labels, (4, 4))
-    trainer = Trainer(big, big_labels, fast_config(iterations=8, validation_fraction=0.3,
-                                                   validation_interval=4))
+    trainer = Trainer(
+        big, big_labels, fast_config(iterations=8, validation_fraction=0.3, validation_interval=4)
+    )
     records = [r for r in trainer.run() if r.validation is not None]
     assert len(records) == 2 and trainer.validation_pixels > 0
     first, second = records[0].validation, records[1].validation

@@ -13,21 +13,48 @@ from napari_deepseg.training import Trainer, TrainingProgress, ValidationMetrics
 
 from ..conftest import fast_config
 
-VALIDATION = ValidationMetrics(loss=0.25, error_rate=0.125, iou=(0.5, math.nan, 0.75),
-                               dice=(0.6, math.nan, 0.8), uncertain_fraction=0.3, changed_fraction=math.nan)
-RECORD = TrainingProgress(iteration=7, last_iteration=100, loss=0.5, error_rate=0.25, learning_rate=1e-3,
-                          elapsed_seconds=2.5, samples_per_second=12.0, validation=VALIDATION,
-                          fraction_done=0.07, painted_pixels=(30, 40, 5), finished=False)
+VALIDATION = ValidationMetrics(
+    loss=0.25,
+    error_rate=0.125,
+    iou=(0.5, math.nan, 0.75),
+    dice=(0.6, math.nan, 0.8),
+    uncertain_fraction=0.3,
+    changed_fraction=math.nan,
+)
+RECORD = TrainingProgress(
+    iteration=7,
+    last_iteration=100,
+    loss=0.5,
+    error_rate=0.25,
+    learning_rate=1e-3,
+    elapsed_seconds=2.5,
+    samples_per_second=12.0,
+    validation=VALIDATION,
+    fraction_done=0.07,
+    painted_pixels=(30, 40, 5),
+    finished=False,
+)
 
 
 def test_to_dict_stores_the_model_facts_as_json():
     stored = RECORD.to_dict()
-    assert stored == {"iteration": 7, "loss": 0.5, "error_rate": 0.25, "learning_rate": 1e-3,
-                      "elapsed_seconds": 2.5, "samples_per_second": 12.0,
-                      "validation": {"loss": 0.25, "error_rate": 0.125, "iou": [0.5, None, 0.75],
-                                     "dice": [0.6, None, 0.8], "uncertain_fraction": 0.3,
-                                     "changed_fraction": None},
-                      "painted_pixels": [30, 40, 5]}
+    assert stored == {
+        "iteration": 7,
+        "loss": 0.5,
+        "error_rate": 0.25,
+        "learning_rate": 1e-3,
+        "elapsed_seconds": 2.5,
+        "samples_per_second": 12.0,
+        "validation": {
+            "loss": 0.25,
+            "error_rate": 0.125,
+            "iou": [0.5, None, 0.75],
+            "dice": [0.6, None, 0.8],
+            "uncertain_fraction": 0.3,
+            "changed_fraction": None,
+        },
+        "painted_pixels": [30, 40, 5],
+    }
     assert json.loads(json.dumps(stored, allow_nan=False)) == stored
 
 
@@ -41,13 +68,20 @@ def test_from_dict_round_trips():
     assert back.validation.mean_iou == pytest.approx(0.625) and back.painted_pixels == (30, 40, 5)
     finite = replace(RECORD, last_iteration=None, fraction_done=math.nan, validation=None)
     assert replace(TrainingProgress.from_dict(finite.to_dict()), fraction_done=0.0) == replace(
-        finite, fraction_done=0.0)  # nan != nan: compare the rest exactly
+        finite, fraction_done=0.0
+    )  # nan != nan: compare the rest exactly
 
 
 def test_from_dict_reads_an_older_history():
-    old = {"iteration": 3, "loss": 0.4, "error_rate": 0.2, "learning_rate": 0.001, "elapsed_seconds": 1.0,
-           "samples_per_second": 8.0, "validation": {"loss": 0.3, "error_rate": 0.1, "iou": [0.5, None],
-                                                     "dice": [0.6, None]}}
+    old = {
+        "iteration": 3,
+        "loss": 0.4,
+        "error_rate": 0.2,
+        "learning_rate": 0.001,
+        "elapsed_seconds": 1.0,
+        "samples_per_second": 8.0,
+        "validation": {"loss": 0.3, "error_rate": 0.1, "iou": [0.5, None], "dice": [0.6, None]},
+    }
     record = TrainingProgress.from_dict(old)
     assert record.iteration == 3 and record.loss == 0.4 and record.painted_pixels == ()
     assert math.isnan(record.validation.uncertain_fraction) and math.isnan(record.validation.changed_fraction)

@@ -29,7 +29,8 @@ def test_dice_loss_by_hand():
     logits, labels = _three_pixels()
     # class 1: intersection 0.25, probabilities 0.75, one pixel; class 2: 0.5, 1.25, one pixel
     assert float(sparse_dice_loss(logits, labels, eps=0.0)) == pytest.approx(
-        1 - (2 * 0.25 / 1.75 + 2 * 0.5 / 2.25) / 2)
+        1 - (2 * 0.25 / 1.75 + 2 * 0.5 / 2.25) / 2
+    )
     assert float(sparse_dice_loss(logits, labels)) == pytest.approx(1 - (1.5 / 2.75 + 2.0 / 3.25) / 2)
 
 
@@ -66,10 +67,7 @@ def test_confusion_matrix_and_scores_by_hand():
     labels = torch.tensor([[1, 1, 2], [2, 0, 3]])
     predicted = torch.tensor([[0, 1, 1], [2, 2, 0]])  # the unlabelled pixel's guess must not count
     confusion = confusion_matrix(labels, predicted, 4)
-    assert confusion.tolist() == [[1, 1, 0, 0],
-                                  [0, 1, 1, 0],
-                                  [1, 0, 0, 0],
-                                  [0, 0, 0, 0]]
+    assert confusion.tolist() == [[1, 1, 0, 0], [0, 1, 1, 0], [1, 0, 0, 0], [0, 0, 0, 0]]
     iou, dice = iou_and_dice(confusion)
     # tp (1, 1, 0, 0), fp (1, 1, 1, 0), fn (1, 1, 1, 0); class 4 neither painted nor predicted
     assert iou[:3] == pytest.approx((1 / 3, 1 / 3, 0.0)) and math.isnan(iou[3])

@@ -39,8 +39,9 @@ def optimizers(monkeypatch):
     return made
 
 
-@pytest.mark.parametrize(("name", "kind"), [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW),
-                                            ("sgd", torch.optim.SGD)])
+@pytest.mark.parametrize(
+    ("name", "kind"), [("adam", torch.optim.Adam), ("adamw", torch.optim.AdamW), ("sgd", torch.optim.SGD)]
+)
 def test_the_configured_optimizer_trains(optimizers, fluo_crop, name, kind):
     image, labels = fluo_crop
     config = fast_config(optimizer=name, iterations=2, learning_rate=0.01, weight_decay=3e-4)
@@ -54,16 +55,20 @@ def test_the_configured_optimizer_trains(optimizers, fluo_crop, name, kind):
     assert records[-1].learning_rate == group["lr"]
 
 
-@pytest.mark.parametrize(("schedule", "expected"), [
-    # 20 iterations: a 2-step warm-up (0.1 of the run), then the factor for the share done at the step
-    ("cosine", {1: 1 / 3, 2: _cosine(0.1), 10: _cosine(0.5), 20: FINAL_LR_FACTOR}),
-    ("step", {1: 1 / 3, 2: 1.0, 13: 1.0, 14: 0.1, 20: 0.1}),
-    ("constant", {1: 1 / 3, 2: 1.0, 20: 1.0}),
-])
+@pytest.mark.parametrize(
+    ("schedule", "expected"),
+    [
+        # 20 iterations: a 2-step warm-up (0.1 of the run), then the factor for the share done at the step
+        ("cosine", {1: 1 / 3, 2: _cosine(0.1), 10: _cosine(0.5), 20: FINAL_LR_FACTOR}),
+        ("step", {1: 1 / 3, 2: 1.0, 13: 1.0, 14: 0.1, 20: 0.1}),
+        ("constant", {1: 1 / 3, 2: 1.0, 20: 1.0}),
+    ],
+)
 def test_the_learning_rate_follows_the_schedule(schedule, expected):
     image, labels = _pair()
-    config = fast_config(iterations=20, batch_size=1, patch_size=32, learning_rate=0.01, schedule=schedule,
-                         ema_decay=0.0)
+    config = fast_config(
+        iterations=20, batch_size=1, patch_size=32, learning_rate=0.01, schedule=schedule, ema_decay=0.0
+    )
     rates = {r.iteration: r.learning_rate for r in Trainer(image, labels, config).run()}
     assert {i: rates[i] / 0.01 for i in expected} == pytest.approx(expected)
 

@@ -89,8 +89,9 @@ def test_validation_metrics_are_reported(fluo_crop):
     image, labels = fluo_crop
     big_image = np.tile(image, (3, 3))
     big_labels = np.tile(labels, (3, 3))
-    trainer = Trainer(big_image, big_labels, fast_config(iterations=4, validation_fraction=0.25,
-                                                         validation_interval=2))
+    trainer = Trainer(
+        big_image, big_labels, fast_config(iterations=4, validation_fraction=0.25, validation_interval=2)
+    )
     records = _train(trainer)
     assert trainer.validation_pixels > 0
     validated = [r for r in records if r.validation is not None]

@@ -71,8 +71,15 @@ class _ScientificBackend(_QtFloatSpinBox):
 
 def scientific_spin(value: float, maximum: float, label: str, tooltip: str) -> RangedWidget:
     """A magicgui ranged widget whose native widget is a :class:`ScientificSpinBox` (minimum 0)."""
-    return RangedWidget(value=value, min=0.0, max=maximum, step=None, label=label, tooltip=tooltip,
-                        widget_type=_ScientificBackend)
+    return RangedWidget(
+        value=value,
+        min=0.0,
+        max=maximum,
+        step=None,
+        label=label,
+        tooltip=tooltip,
+        widget_type=_ScientificBackend,
+    )
 
 
 def int_spin(label: str, minimum: int, maximum: int, step: int, tooltip: str) -> SpinBox:
@@ -85,8 +92,11 @@ def float_spin(label: str, maximum: float, step: float, tooltip: str) -> FloatSp
 
 def choice_combo(items: dict[Any, str], label: str, tooltip: str = "") -> ComboBox:
     """A combo box showing ``items``' texts whose ``value`` is the key (an Enum's ``.value``)."""
-    combo = ComboBox(choices=[(text, getattr(key, "value", key)) for key, text in items.items()],
-                     label=label, tooltip=tooltip)
+    combo = ComboBox(
+        choices=[(text, getattr(key, "value", key)) for key, text in items.items()],
+        label=label,
+        tooltip=tooltip,
+    )
     compact(combo)
     return combo
 
@@ -128,8 +138,12 @@ def align_labels(*containers: Container) -> None:
     magicgui unifies the widths per container from the application font; under napari's style
     sheet the labels are wider than that measure, so the polished labels are measured instead.
     """
-    labels = [labelled._label_widget.native for container in containers for widget in container
-              if (labelled := widget._labeled_widget()) is not None]
+    labels = [
+        labelled._label_widget.native
+        for container in containers
+        for widget in container
+        if (labelled := widget._labeled_widget()) is not None
+    ]
     for label in labels:
         label.ensurePolished()
     width = max((label.sizeHint().width() for label in labels), default=0)

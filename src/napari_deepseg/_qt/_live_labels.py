@@ -28,8 +28,9 @@ class LiveLabels(QObject):
     Changes seen before the trainer exists are handed over as soon as :meth:`set_trainer` is called.
     """
 
-    def __init__(self, viewer: napari.viewer.Viewer, layers: Sequence[Any],
-                 parent: QObject | None = None) -> None:
+    def __init__(
+        self, viewer: napari.viewer.Viewer, layers: Sequence[Any], parent: QObject | None = None
+    ) -> None:
         super().__init__(parent)
         self._viewer = viewer
         self._layers = list(layers)
@@ -50,6 +51,7 @@ class LiveLabels(QObject):
         def changed(_event: Any = None) -> None:
             self._dirty.update(pairs)
             self._timer.start()  # restarted by every event: fires DEBOUNCE_MS after the last one
+
         return changed
 
     def set_trainer(self, trainer: Any) -> None:
@@ -76,8 +78,10 @@ class LiveLabels(QObject):
                 self._last_error = ""
 
     def _report(self, layer: Any, err: Exception) -> None:
-        message = (f"The strokes in '{layer.name}' were not learned: {err}. Training goes on with the "
-                   "strokes it had.")
+        message = (
+            f"The strokes in '{layer.name}' were not learned: {err}. Training goes on with the "
+            "strokes it had."
+        )
         if message != self._last_error:  # not once per brush stroke
             notifications.show_error(message)
         self._last_error = message

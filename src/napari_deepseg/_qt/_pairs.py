@@ -32,11 +32,15 @@ class PairRow(Container):
     def __init__(self, editor: PairsEditor) -> None:
         self.image_combo = editor.layer_picker(Image, "Image to learn from")
         self.labels_combo = editor.layer_picker(
-            Labels, "Labels layer with the painted strokes: 0 unlabelled, 1..K classes")
+            Labels, "Labels layer with the painted strokes: 0 unlabelled, 1..K classes"
+        )
         self.remove_button = PushButton(text="−", tooltip="Remove this pair")
         self.remove_button.native.setFixedWidth(28)
-        super().__init__(widgets=[self.image_combo, self.labels_combo, self.remove_button],
-                         layout="horizontal", labels=False)
+        super().__init__(
+            widgets=[self.image_combo, self.labels_combo, self.remove_button],
+            layout="horizontal",
+            labels=False,
+        )
         self.margins = (0, 0, 0, 0)
 
     def pair(self) -> tuple[Any, Any]:
@@ -70,9 +74,13 @@ class PairsEditor(Container):
 
     def layer_picker(self, layer_type: type, tooltip: str) -> ComboBox:
         """A magicgui combo box of this viewer's layers of ``layer_type``, previews excluded."""
+
         def choices(_widget: Any) -> list[tuple[str, Any]]:
-            return [(la.name, la) for la in self._viewer.layers
-                    if isinstance(la, layer_type) and not layer_io.is_preview(la)]
+            return [
+                (la.name, la)
+                for la in self._viewer.layers
+                if isinstance(la, layer_type) and not layer_io.is_preview(la)
+            ]
 
         combo = cast(ComboBox, create_widget(annotation=layer_type, options={"choices": choices}))
         combo.tooltip = tooltip

@@ -11,8 +11,14 @@ from ..segmentation_model import SegmentationModel
 from ..training.history import describe
 
 
-def predict_image(model: SegmentationModel, data: Any, channel_axis: int | None, with_probabilities: bool,
-                  progress: Any, should_stop: Any) -> tuple[CompactProbabilities, np.ndarray | None]:
+def predict_image(
+    model: SegmentationModel,
+    data: Any,
+    channel_axis: int | None,
+    with_probabilities: bool,
+    progress: Any,
+    should_stop: Any,
+) -> tuple[CompactProbabilities, np.ndarray | None]:
     """The compact result (and the float probabilities when asked for) of one image."""
     options = dict(channel_axis=channel_axis, progress=progress, should_stop=should_stop)
     if with_probabilities:
@@ -26,8 +32,10 @@ def model_text(model: SegmentationModel | None) -> str:
     if model is None:
         return "No model: train one in the Train widget or load a model file."
     classes = ", ".join(f"{k} {name}" for k, name in enumerate(model.class_names, start=1))
-    return (f"Architecture: {model.architecture} (encoder {model.encoder})\nClasses: {classes}\n"
-            f"Input channels: {model.in_channels}\nTraining: {describe(model.history)}")
+    return (
+        f"Architecture: {model.architecture} (encoder {model.encoder})\nClasses: {classes}\n"
+        f"Input channels: {model.in_channels}\nTraining: {describe(model.history)}"
+    )
 
 
 def result_text(image: str, result: str, hidden_preview: str | None) -> str:
@@ -41,9 +49,13 @@ def result_text(image: str, result: str, hidden_preview: str | None) -> str:
 def error_text(error: BaseException) -> str | None:
     """What to tell the user about a failed prediction; ``None`` for an unexpected error (a bug)."""
     if isinstance(error, MemoryError) or "out of memory" in str(error).lower():  # torch OOM too
-        return (f"Not enough memory to predict this image ({error}). Close other programs, turn off "
-                "per-class probabilities, or predict a smaller image or crop.")
+        return (
+            f"Not enough memory to predict this image ({error}). Close other programs, turn off "
+            "per-class probabilities, or predict a smaller image or crop."
+        )
     if isinstance(error, (ValueError, TypeError)):
-        return (f"Cannot predict: {error}. Pick an image like the ones the model was trained on or a "
-                "model trained on images like this one.")
+        return (
+            f"Cannot predict: {error}. Pick an image like the ones the model was trained on or a "
+            "model trained on images like this one."
+        )
     return None

@@ -141,20 +141,33 @@ class PlanePreviewer:
         whole = region == (0, height, 0, width)
         try:
             compact = model.predict_compact(
-                plane, channel_axis=self._channel_axis, region=None if whole else region,
-                image_normalisation=self._normalisation, tile_size=settings.tile_size,
-                overlap=min(32, settings.tile_size // 4), batch_size=1, precision="auto",
-                should_stop=settings.stop.is_set)
+                plane,
+                channel_axis=self._channel_axis,
+                region=None if whole else region,
+                image_normalisation=self._normalisation,
+                tile_size=settings.tile_size,
+                overlap=min(32, settings.tile_size // 4),
+                batch_size=1,
+                precision="auto",
+                should_stop=settings.stop.is_set,
+            )
         except InterruptedError:
             return None
         y0, y1, x0, x1 = region
         labels, certainty = apply_threshold(compact, 0.0), uncertainty(compact)
         # Only the same region compares weights with weights: another region sees other context.
-        changed = (float(np.mean(self._labels[y0:y1, x0:x1] != labels)) if region == self._last_region
-                   else math.nan)
+        changed = (
+            float(np.mean(self._labels[y0:y1, x0:x1] != labels)) if region == self._last_region else math.nan
+        )
         self._labels[y0:y1, x0:x1] = labels
         self._uncertainty[y0:y1, x0:x1] = certainty
         self._last_region = region
         # Copies: the GUI thread shows them while this thread writes the next preview.
-        return Preview(self._labels.copy(), self._uncertainty.copy(), index, region, changed,
-                       float(np.mean(certainty > UNCERTAIN)))
+        return Preview(
+            self._labels.copy(),
+            self._uncertainty.copy(),
+            index,
+            region,
+            changed,
+            float(np.mean(certainty > UNCERTAIN)),
+        )

@@ -17,8 +17,9 @@ RESULT_KEY = "deepseg_result"  # metadata of layers we created: "<input layer na
 
 def find_result(viewer: Any, key: str, kind: type) -> Any:
     """The layer made earlier for ``key`` if the user has not deleted it (renaming it is fine)."""
-    return next((la for la in viewer.layers if isinstance(la, kind) and la.metadata.get(RESULT_KEY) == key),
-                None)
+    return next(
+        (la for la in viewer.layers if isinstance(la, kind) and la.metadata.get(RESULT_KEY) == key), None
+    )
 
 
 def show_labels(viewer: Any, image: Image, model: SegmentationModel, labels: np.ndarray) -> Labels:
@@ -34,8 +35,10 @@ def show_labels(viewer: Any, image: Image, model: SegmentationModel, labels: np.
     else:
         layer.data = labels
     layer.metadata.update({RESULT_KEY: key, "class_names": list(model.class_names)})
-    layer.features = {"index": np.arange(model.num_classes + 1),
-                      "class": ["unclassified", *model.class_names]}
+    layer.features = {
+        "index": np.arange(model.num_classes + 1),
+        "class": ["unclassified", *model.class_names],
+    }
     colormap = training_colormap(viewer, model)
     if colormap is not None:
         layer.colormap = colormap
@@ -43,15 +46,23 @@ def show_labels(viewer: Any, image: Image, model: SegmentationModel, labels: np.
     return layer
 
 
-def show_probabilities(viewer: Any, image: Image, model: SegmentationModel,
-                       probabilities: np.ndarray) -> None:
+def show_probabilities(
+    viewer: Any, image: Image, model: SegmentationModel, probabilities: np.ndarray
+) -> None:
     """One float32 image layer per class, ``"<image> P(<class>)"``; only the first is visible."""
     for k, class_name in enumerate(model.class_names):
         key = f"{image.name} P({class_name})"
         layer = find_result(viewer, key, Image)
         if layer is None:
-            layer = viewer.add_image(probabilities[k], name=key, colormap="magma", contrast_limits=(0, 1),
-                                     visible=k == 0, blending="additive", metadata={RESULT_KEY: key})
+            layer = viewer.add_image(
+                probabilities[k],
+                name=key,
+                colormap="magma",
+                contrast_limits=(0, 1),
+                visible=k == 0,
+                blending="additive",
+                metadata={RESULT_KEY: key},
+            )
         else:
             layer.data = probabilities[k]
         _align(layer, image)

@@ -26,8 +26,11 @@ from ._form import align_labels, choice_combo, float_spin, flush, indented, int_
 from ._train_job import parse_class_names
 
 OPTIMIZERS = {Optimizer.ADAM: "Adam", Optimizer.ADAMW: "AdamW", Optimizer.SGD: "SGD (Nesterov momentum)"}
-SCHEDULES = {Schedule.COSINE: "Cosine decay", Schedule.STEP: "Step (x0.1 after 2/3)",
-             Schedule.CONSTANT: "Constant"}
+SCHEDULES = {
+    Schedule.COSINE: "Cosine decay",
+    Schedule.STEP: "Step (x0.1 after 2/3)",
+    Schedule.CONSTANT: "Constant",
+}
 LOSSES = {Loss.CROSS_ENTROPY: "Cross-entropy", Loss.CROSS_ENTROPY_DICE: "Cross-entropy + Dice"}
 PRECISIONS = {Precision.AUTO: "auto", Precision.FP32: "fp32", Precision.BF16: "bf16"}
 ITERATIONS, MINUTES, UNTIL_STOPPED = "iterations", "minutes", "until stopped"
@@ -62,32 +65,55 @@ class TrainControls(QWidget):
         self.encoder_combo = choice_combo({}, "Encoder", "Backbone network that extracts the features")
         self.pretrained_checkbox = CheckBox(text="Pretrained (ImageNet)")
         self.iterations_spin = int_spin("", 1, 1_000_000, 50, "Optimizer steps of this run")
-        self.minutes_spin = FloatSpinBox(value=5.0, min=0.05, max=100_000.0, step=1.0,
-                                         tooltip="Minutes of training in this run")
-        self.stop_combo = choice_combo(STOP_AFTER, "",
-                                       "What ends the run (Stop ends any run, keeping the model)")
-        stop_row = Container(widgets=[self.iterations_spin, self.minutes_spin, self.stop_combo],
-                             layout="horizontal", labels=False, label="Stop after")
+        self.minutes_spin = FloatSpinBox(
+            value=5.0, min=0.05, max=100_000.0, step=1.0, tooltip="Minutes of training in this run"
+        )
+        self.stop_combo = choice_combo(
+            STOP_AFTER, "", "What ends the run (Stop ends any run, keeping the model)"
+        )
+        stop_row = Container(
+            widgets=[self.iterations_spin, self.minutes_spin, self.stop_combo],
+            layout="horizontal",
+            labels=False,
+            label="Stop after",
+        )
         stop_row.margins = (0, 0, 0, 0)
-        self.learning_rate_spin = scientific_spin(0.0, 1.0, "Learning rate",
-                                                  "Peak learning rate; 'default' uses the architecture's")
+        self.learning_rate_spin = scientific_spin(
+            0.0, 1.0, "Learning rate", "Peak learning rate; 'default' uses the architecture's"
+        )
         self.batch_size_spin = int_spin("Batch size", 1, 512, 1, "Patches per optimizer step")
-        self.patch_size_spin = int_spin("Patch size", 32, 4096, 32,
-                                     "Side of the square training patches, in pixels")
-        self.class_names_edit = LineEdit(label="Class names", tooltip=(
-            "Names of classes 1, 2, ... separated by commas, e.g. 'background, nucleus'; "
-            "empty: the labels layer's names, else 'class 1', 'class 2', ..."))
+        self.patch_size_spin = int_spin(
+            "Patch size", 32, 4096, 32, "Side of the square training patches, in pixels"
+        )
+        self.class_names_edit = LineEdit(
+            label="Class names",
+            tooltip=(
+                "Names of classes 1, 2, ... separated by commas, e.g. 'background, nucleus'; "
+                "empty: the labels layer's names, else 'class 1', 'class 2', ..."
+            ),
+        )
         self.class_names_edit.native.setPlaceholderText("class 1, class 2, …")
-        self.basic = Container(widgets=[
-            self.architecture_combo, self.hint_label, self.encoder_combo, indented(self.pretrained_checkbox),
-            stop_row, self.learning_rate_spin, self.batch_size_spin, self.patch_size_spin,
-            self.class_names_edit])
+        self.basic = Container(
+            widgets=[
+                self.architecture_combo,
+                self.hint_label,
+                self.encoder_combo,
+                indented(self.pretrained_checkbox),
+                stop_row,
+                self.learning_rate_spin,
+                self.batch_size_spin,
+                self.patch_size_spin,
+                self.class_names_edit,
+            ]
+        )
         self.basic.margins = (0, 0, 0, 0)
 
         self._build_advanced()
         self.preview_checkbox = CheckBox(
-            text="Live preview of the current slice", value=True,
-            tooltip="Predict the shown slice of the first image every few iterations")
+            text="Live preview of the current slice",
+            value=True,
+            tooltip="Predict the shown slice of the first image every few iterations",
+        )
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.basic.native)
@@ -106,39 +132,63 @@ class TrainControls(QWidget):
         self.optimizer_combo = choice_combo(OPTIMIZERS, "Optimizer")
         self.weight_decay_spin = scientific_spin(0.0, 1.0, "Weight decay", "")
         self.weight_decay_spin.native.start_value = 1e-4
-        self.schedule_combo = choice_combo(SCHEDULES, "Schedule",
-                                           "Learning-rate schedule (after a short warm-up)")
+        self.schedule_combo = choice_combo(
+            SCHEDULES, "Schedule", "Learning-rate schedule (after a short warm-up)"
+        )
         self.loss_combo = choice_combo(LOSSES, "Loss")
         self.dice_weight_spin = float_spin("Dice weight", 10.0, 0.1, "Weight of the soft Dice term")
         self.class_balancing_checkbox = CheckBox(
-            text="Balance classes", tooltip="Weight classes by the inverse frequency of their strokes")
-        self.labelled_fraction_spin = float_spin("Labelled patches", 1.0, 0.05,
-                                                "Share of patches centred on a painted pixel")
-        self.validation_fraction_spin = float_spin("Validation share", 0.9, 0.05,
-                                                  "Painted pixels held out to validate")
-        self.validation_interval_spin = int_spin("Validate every", 1, 1_000_000, 10,
-                                              "Iterations between validations")
+            text="Balance classes", tooltip="Weight classes by the inverse frequency of their strokes"
+        )
+        self.labelled_fraction_spin = float_spin(
+            "Labelled patches", 1.0, 0.05, "Share of patches centred on a painted pixel"
+        )
+        self.validation_fraction_spin = float_spin(
+            "Validation share", 0.9, 0.05, "Painted pixels held out to validate"
+        )
+        self.validation_interval_spin = int_spin(
+            "Validate every", 1, 1_000_000, 10, "Iterations between validations"
+        )
         self.seed_spin = int_spin("Seed", 0, 2**31 - 1, 1, "Same seed + same CPU = same run")
         self.device_combo = choice_combo(available_devices(), "Device")
-        self.precision_combo = choice_combo(PRECISIONS, "Precision",
-                                            "auto: bf16/fp16 where the hardware is fast at it")
+        self.precision_combo = choice_combo(
+            PRECISIONS, "Precision", "auto: bf16/fp16 where the hardware is fast at it"
+        )
         self.flips_checkbox = CheckBox(text="Flips")
         self.rot90_checkbox = CheckBox(text="90° rotations")
-        self.augmentation_spins = {name: float_spin(label, maximum, step, tip)
-                                   for name, label, maximum, step, tip in AUGMENTATIONS}
-        self.preview_interval_spin = int_spin("Preview every", 1, 100_000, 5,
-                                              "Iterations between live previews")
+        self.augmentation_spins = {
+            name: float_spin(label, maximum, step, tip) for name, label, maximum, step, tip in AUGMENTATIONS
+        }
+        self.preview_interval_spin = int_spin(
+            "Preview every", 1, 100_000, 5, "Iterations between live previews"
+        )
         self.preview_tile_spin = int_spin("Preview tile", 64, 4096, 64, "Tile side of the preview prediction")
         axes = {"auto": "auto", **{str(i): str(i) for i in range(5)}}
-        self.channel_axis_combo = choice_combo(axes, "Channel axis",
-                                               "Channel axis of multichannel (non-RGB) images")
-        self.advanced_form = Container(widgets=[
-            self.optimizer_combo, self.weight_decay_spin, self.schedule_combo, self.loss_combo,
-            self.dice_weight_spin, indented(self.class_balancing_checkbox), self.labelled_fraction_spin,
-            self.validation_fraction_spin, self.validation_interval_spin, self.seed_spin, self.device_combo,
-            self.precision_combo, indented(self.flips_checkbox), indented(self.rot90_checkbox),
-            *self.augmentation_spins.values(), self.preview_interval_spin, self.preview_tile_spin,
-            self.channel_axis_combo])
+        self.channel_axis_combo = choice_combo(
+            axes, "Channel axis", "Channel axis of multichannel (non-RGB) images"
+        )
+        self.advanced_form = Container(
+            widgets=[
+                self.optimizer_combo,
+                self.weight_decay_spin,
+                self.schedule_combo,
+                self.loss_combo,
+                self.dice_weight_spin,
+                indented(self.class_balancing_checkbox),
+                self.labelled_fraction_spin,
+                self.validation_fraction_spin,
+                self.validation_interval_spin,
+                self.seed_spin,
+                self.device_combo,
+                self.precision_combo,
+                indented(self.flips_checkbox),
+                indented(self.rot90_checkbox),
+                *self.augmentation_spins.values(),
+                self.preview_interval_spin,
+                self.preview_tile_spin,
+                self.channel_axis_combo,
+            ]
+        )
         self.advanced_form.margins = (0, 0, 0, 0)
         self.advanced = flush(QCollapsible("Advanced"))  # its fields in the column of the basic ones
         self.advanced.addWidget(self.advanced_form.native)
@@ -155,23 +205,34 @@ class TrainControls(QWidget):
     def config(self) -> TrainingConfig:
         """The settings as a :class:`TrainingConfig`."""
         augmentation = AugmentationConfig(
-            flips=self.flips_checkbox.value, rot90=self.rot90_checkbox.value,
-            **{name: spin.value for name, spin in self.augmentation_spins.items()})
+            flips=self.flips_checkbox.value,
+            rot90=self.rot90_checkbox.value,
+            **{name: spin.value for name, spin in self.augmentation_spins.items()},
+        )
         mode = self.stop_combo.value
         return self._base.replace(  # the fields the form does not show keep their values
-            architecture=self.architecture_combo.value, encoder=self.encoder_combo.value,
+            architecture=self.architecture_combo.value,
+            encoder=self.encoder_combo.value,
             pretrained=self.pretrained_checkbox.enabled and self.pretrained_checkbox.value,
             iterations=self.iterations_spin.value if mode == ITERATIONS else None,
             max_minutes=self.minutes_spin.value if mode == MINUTES else None,
-            batch_size=self.batch_size_spin.value, patch_size=self.patch_size_spin.value,
-            learning_rate=self.learning_rate_spin.value or None, optimizer=self.optimizer_combo.value,
-            weight_decay=self.weight_decay_spin.value, schedule=self.schedule_combo.value,
-            loss=self.loss_combo.value, dice_weight=self.dice_weight_spin.value,
+            batch_size=self.batch_size_spin.value,
+            patch_size=self.patch_size_spin.value,
+            learning_rate=self.learning_rate_spin.value or None,
+            optimizer=self.optimizer_combo.value,
+            weight_decay=self.weight_decay_spin.value,
+            schedule=self.schedule_combo.value,
+            loss=self.loss_combo.value,
+            dice_weight=self.dice_weight_spin.value,
             class_balancing=self.class_balancing_checkbox.value,
             labelled_patch_fraction=self.labelled_fraction_spin.value,
             validation_fraction=self.validation_fraction_spin.value,
-            validation_interval=self.validation_interval_spin.value, seed=self.seed_spin.value,
-            device=self.device_combo.value, precision=self.precision_combo.value, augmentation=augmentation)
+            validation_interval=self.validation_interval_spin.value,
+            seed=self.seed_spin.value,
+            device=self.device_combo.value,
+            precision=self.precision_combo.value,
+            augmentation=augmentation,
+        )
 
     def set_config(self, config: TrainingConfig) -> None:
         """Fill every control from ``config``."""
@@ -181,28 +242,40 @@ class TrainControls(QWidget):
         self._pretrained_wanted = config.pretrained
         self._refresh_pretrained()
         # Both limits set (the API allows it): the form shows the time budget.
-        select(self.stop_combo, MINUTES if config.max_minutes else ITERATIONS if config.iterations
-               else UNTIL_STOPPED)
+        select(
+            self.stop_combo,
+            MINUTES if config.max_minutes else ITERATIONS if config.iterations else UNTIL_STOPPED,
+        )
         if config.iterations:
             self.iterations_spin.value = config.iterations
         if config.max_minutes:
             self.minutes_spin.value = config.max_minutes
-        for combo, choice in ((self.optimizer_combo, config.optimizer),
-                              (self.schedule_combo, config.schedule), (self.loss_combo, config.loss),
-                              (self.device_combo, config.device), (self.precision_combo, config.precision)):
+        for combo, choice in (
+            (self.optimizer_combo, config.optimizer),
+            (self.schedule_combo, config.schedule),
+            (self.loss_combo, config.loss),
+            (self.device_combo, config.device),
+            (self.precision_combo, config.precision),
+        ):
             select(combo, choice)
-        values = [(self.learning_rate_spin, config.learning_rate or 0.0),
-                  (self.batch_size_spin, config.batch_size), (self.patch_size_spin, config.patch_size),
-                  (self.weight_decay_spin, config.weight_decay),
-                  (self.dice_weight_spin, config.dice_weight),
-                  (self.class_balancing_checkbox, config.class_balancing),
-                  (self.labelled_fraction_spin, config.labelled_patch_fraction),
-                  (self.validation_fraction_spin, config.validation_fraction),
-                  (self.validation_interval_spin, config.validation_interval), (self.seed_spin, config.seed),
-                  (self.flips_checkbox, bool(config.augmentation.flips)),
-                  (self.rot90_checkbox, bool(config.augmentation.rot90)),
-                  *((spin, float(getattr(config.augmentation, name)))
-                    for name, spin in self.augmentation_spins.items())]
+        values = [
+            (self.learning_rate_spin, config.learning_rate or 0.0),
+            (self.batch_size_spin, config.batch_size),
+            (self.patch_size_spin, config.patch_size),
+            (self.weight_decay_spin, config.weight_decay),
+            (self.dice_weight_spin, config.dice_weight),
+            (self.class_balancing_checkbox, config.class_balancing),
+            (self.labelled_fraction_spin, config.labelled_patch_fraction),
+            (self.validation_fraction_spin, config.validation_fraction),
+            (self.validation_interval_spin, config.validation_interval),
+            (self.seed_spin, config.seed),
+            (self.flips_checkbox, bool(config.augmentation.flips)),
+            (self.rot90_checkbox, bool(config.augmentation.rot90)),
+            *(
+                (spin, float(getattr(config.augmentation, name)))
+                for name, spin in self.augmentation_spins.items()
+            ),
+        ]
         for widget, value in values:
             widget.value = value
         self._refresh_dice()
@@ -217,8 +290,11 @@ class TrainControls(QWidget):
         sequence, ``None`` to clear). Changing the architecture without naming an encoder selects
         the architecture's default encoder.
         """
-        widgets = {"preview": self.preview_checkbox, "preview_interval": self.preview_interval_spin,
-                   "preview_tile_size": self.preview_tile_spin}
+        widgets = {
+            "preview": self.preview_checkbox,
+            "preview_interval": self.preview_interval_spin,
+            "preview_tile_size": self.preview_tile_spin,
+        }
         for key in widgets.keys() & changes.keys():
             widgets[key].value = changes.pop(key)
         if "channel_axis" in changes:
@@ -269,7 +345,8 @@ class TrainControls(QWidget):
             self.encoder_combo.choices = []
             self.encoder_combo.choices = [
                 (encoder + (" (default)" if encoder == spec.default_encoder else ""), encoder)
-                for encoder in spec.encoders]
+                for encoder in spec.encoders
+            ]
         self._refresh_pretrained()
 
     def _refresh_pretrained(self) -> None:

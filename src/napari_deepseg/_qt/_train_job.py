@@ -50,8 +50,13 @@ def _class_names(named: Sequence[str] | None, k: int) -> list[str] | None:
     return names + [f"class {i}" for i in range(len(names) + 1, k + 1)]
 
 
-def gather_inputs(pairs: Sequence[tuple[Any, Any]], *, channel_axis: int | None = None,
-                  num_classes: int | None = None, class_names: Sequence[str] | None = None) -> TrainingInputs:
+def gather_inputs(
+    pairs: Sequence[tuple[Any, Any]],
+    *,
+    channel_axis: int | None = None,
+    num_classes: int | None = None,
+    class_names: Sequence[str] | None = None,
+) -> TrainingInputs:
     """Copy the (image layer, labels layer) pairs once and check what the layers alone can tell.
 
     ``class_names`` name classes 1, 2, ... (the user's names); without them the labels layers'
@@ -65,40 +70,57 @@ def gather_inputs(pairs: Sequence[tuple[Any, Any]], *, channel_axis: int | None 
     from napari.layers import Image, Labels
 
     if not pairs:
-        raise ValueError("No training data: choose an image layer and the labels layer with its strokes "
-                         "under 'Training pairs'.")
+        raise ValueError(
+            "No training data: choose an image layer and the labels layer with its strokes "
+            "under 'Training pairs'."
+        )
     copies, labels, names = [], [], []
     for image_layer, labels_layer in pairs:
         if image_layer is None or labels_layer is None:
-            raise ValueError("A training pair has no image or no labels layer: choose both, "
-                             "or remove the row.")
+            raise ValueError(
+                "A training pair has no image or no labels layer: choose both, or remove the row."
+            )
         if not isinstance(image_layer, Image):
-            raise ValueError(f"'{image_layer.name}' is not an image layer; choose the image to segment "
-                             "as the image and the painted strokes as the labels.")
+            raise ValueError(
+                f"'{image_layer.name}' is not an image layer; choose the image to segment "
+                "as the image and the painted strokes as the labels."
+            )
         if not isinstance(labels_layer, Labels):
-            raise ValueError(f"'{labels_layer.name}' is not a labels layer; paint strokes on a labels layer "
-                             "(Layers > New Labels Layer) and choose it as the labels.")
+            raise ValueError(
+                f"'{labels_layer.name}' is not a labels layer; paint strokes on a labels layer "
+                "(Layers > New Labels Layer) and choose it as the labels."
+            )
         label = layer_io.copy_labels(labels_layer)
         image = layer_io.copy_image(image_layer, labels_shape=label.shape, channel_axis=channel_axis)
         if image.spatial_shape != label.shape:
             raise ValueError(
                 f"'{image_layer.name}' has shape {image.spatial_shape} but '{labels_layer.name}' has shape "
-                f"{label.shape}: paint on a labels layer of the image's size, or pick the matching pair.")
+                f"{label.shape}: paint on a labels layer of the image's size, or pick the matching pair."
+            )
         if not np.any(label):
-            raise ValueError(f"'{labels_layer.name}' has no painted pixel: paint strokes of at least two "
-                             "classes (1, 2, ...; 0 is unlabelled) before training.")
+            raise ValueError(
+                f"'{labels_layer.name}' has no painted pixel: paint strokes of at least two "
+                "classes (1, 2, ...; 0 is unlabelled) before training."
+            )
         if copies and image.num_channels != copies[0].num_channels:
-            raise ValueError(f"'{image_layer.name}' has {image.num_channels} channel(s) but '{names[0]}' has "
-                             f"{copies[0].num_channels}; all training images need the same channels.")
+            raise ValueError(
+                f"'{image_layer.name}' has {image.num_channels} channel(s) but '{names[0]}' has "
+                f"{copies[0].num_channels}; all training images need the same channels."
+            )
         copies.append(image)
         labels.append(label)
         names.append(image_layer.name)
     k = num_classes or max(int(np.max(lab)) for lab in labels)
     metadata_names = next((n for n in (layer_io.class_names(lab) for _, lab in pairs) if n), None)
     return TrainingInputs(
-        images=[c.data for c in copies], labels=labels, channels=copies[0].channels,
-        image_copies=copies, names=names, num_classes=k,
-        class_names=_class_names(class_names or metadata_names, k))
+        images=[c.data for c in copies],
+        labels=labels,
+        channels=copies[0].channels,
+        image_copies=copies,
+        names=names,
+        num_classes=k,
+        class_names=_class_names(class_names or metadata_names, k),
+    )
 
 
 @dataclass(frozen=True)
@@ -121,12 +143,23 @@ class TrainingError(Exception):
     and emits neither ``errored`` nor ``finished``, so runtime errors travel as this instead."""
 
 
-def training_job(inputs: TrainingInputs, config: TrainingConfig, *, model: SegmentationModel | None = None,
-                 preview: PreviewSettings | None = None) -> Iterator[Started | Step]:
+def training_job(
+    inputs: TrainingInputs,
+    config: TrainingConfig,
+    *,
+    model: SegmentationModel | None = None,
+    preview: PreviewSettings | None = None,
+) -> Iterator[Started | Step]:
     """Build the trainer, then yield one :class:`Step` per iteration of :meth:`Trainer.run`."""
     try:
-        trainer = Trainer(inputs.images, inputs.labels, config, channel_axis=inputs.channel_axis,
-                          class_names=inputs.class_names, model=model)
+        trainer = Trainer(
+            inputs.images,
+            inputs.labels,
+            config,
+            channel_axis=inputs.channel_axis,
+            class_names=inputs.class_names,
+            model=model,
+        )
         yield Started(trainer)
         run = trainer.run()
         try:
@@ -137,8 +170,9 @@ def training_job(inputs: TrainingInputs, config: TrainingConfig, *, model: Segme
         raise TrainingError(describe_error(err)) from err
 
 
-def _steps(trainer: Trainer, run: Iterator[TrainingProgress], preview: PreviewSettings | None
-           ) -> Iterator[Step]:
+def _steps(
+    trainer: Trainer, run: Iterator[TrainingProgress], preview: PreviewSettings | None
+) -> Iterator[Step]:
     schedule = PreviewSchedule(preview.interval, preview.seconds) if preview else None
     previewer = PlanePreviewer(preview) if preview else None
     train_seconds, steps = 0.0, 0
@@ -150,8 +184,12 @@ def _steps(trainer: Trainer, run: Iterator[TrainingProgress], preview: PreviewSe
         train_seconds += time.perf_counter() - start
         steps += 1
         frame = None
-        if (previewer is not None and schedule is not None and previewer.settings.enabled
-                and (record.finished or schedule.due(steps))):
+        if (
+            previewer is not None
+            and schedule is not None
+            and previewer.settings.enabled
+            and (record.finished or schedule.due(steps))
+        ):
             start = time.perf_counter()
             frame = previewer(trainer.model)
             schedule.done(steps, time.perf_counter() - start, train_seconds / steps)
@@ -162,8 +200,10 @@ def describe_error(err: BaseException) -> str:
     """A message that says what went wrong and what to do about it."""
     text = str(err) or type(err).__name__
     if "out of memory" in text.lower():
-        return ("Out of memory while training: lower the batch size or the patch size, or choose the CPU "
-                f"as device (Advanced). ({text.splitlines()[0]})")
+        return (
+            "Out of memory while training: lower the batch size or the patch size, or choose the CPU "
+            f"as device (Advanced). ({text.splitlines()[0]})"
+        )
     return text
 
 

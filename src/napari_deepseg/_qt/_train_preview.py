@@ -22,8 +22,9 @@ class PreviewLayer:
     """The "<image> preview" labels layer: created at Start (or reused), then only its data is
     replaced. One the user deletes stays deleted for the rest of the run."""
 
-    def __init__(self, viewer: napari.viewer.Viewer, image_layer: Any, labels_layer: Any,
-                 num_classes: int) -> None:
+    def __init__(
+        self, viewer: napari.viewer.Viewer, image_layer: Any, labels_layer: Any, num_classes: int
+    ) -> None:
         self.viewer = viewer
         self.name = f"{image_layer.name} preview"
         self._image_layer, self._labels_layer = image_layer, labels_layer
@@ -37,8 +38,9 @@ class PreviewLayer:
 
     def show(self, plane: np.ndarray) -> None:
         if self.layer is None:
-            self.layer = next((la for la in self.viewer.layers
-                               if la.name == self.name and layer_io.is_preview(la)), None) or self._add(plane)
+            self.layer = next(
+                (la for la in self.viewer.layers if la.name == self.name and layer_io.is_preview(la)), None
+            ) or self._add(plane)
         if layer_io.in_viewer(self.viewer, self.layer):
             self.layer.data = plane
 
@@ -47,16 +49,21 @@ class PreviewLayer:
         colors = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), **self._colors}
         with _uncertainty.keep_selection(self.viewer):  # the user keeps painting where they were
             layer = self.viewer.add_labels(
-                plane, name=self.name, opacity=0.5, colormap=DirectLabelColormap(color_dict=colors),
-                scale=self._image_layer.scale[-2:], translate=self._image_layer.translate[-2:],
-                metadata={layer_io.PREVIEW_METADATA_KEY: True})
+                plane,
+                name=self.name,
+                opacity=0.5,
+                colormap=DirectLabelColormap(color_dict=colors),
+                scale=self._image_layer.scale[-2:],
+                translate=self._image_layer.translate[-2:],
+                metadata={layer_io.PREVIEW_METADATA_KEY: True},
+            )
             if layer_io.in_viewer(self.viewer, self._labels_layer):  # strokes stay visible above
                 layers.move(layers.index(layer), layers.index(self._labels_layer))
         return layer
 
 
 class TrainPreview(QWidget):
-    """"Show uncertainty" and "Where next?" of the Train widget, and the run's preview layers.
+    """ "Show uncertainty" and "Where next?" of the Train widget, and the run's preview layers.
 
     Parameters
     ----------
@@ -66,8 +73,9 @@ class TrainPreview(QWidget):
         The form's "Live preview" checkbox; it can be toggled during a run.
     """
 
-    def __init__(self, viewer: napari.viewer.Viewer, enabled_checkbox: QCheckBox,
-                 parent: QWidget | None = None) -> None:
+    def __init__(
+        self, viewer: napari.viewer.Viewer, enabled_checkbox: QCheckBox, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.viewer = viewer
         self.enabled_checkbox = enabled_checkbox
@@ -82,8 +90,13 @@ class TrainPreview(QWidget):
         self.uncertainty_checkbox.toggled.connect(self._on_uncertainty_toggled)
         self.where_button.clicked.connect(self.where_next)
         camera, canvas = layer_io.camera(viewer), getattr(viewer, "canvas", None)
-        for emitter in (viewer.dims.events.current_step, viewer.dims.events.ndisplay, camera.events.center,
-                        camera.events.zoom, *((canvas.events.size,) if canvas is not None else ())):
+        for emitter in (
+            viewer.dims.events.current_step,
+            viewer.dims.events.ndisplay,
+            camera.events.center,
+            camera.events.zoom,
+            *((canvas.events.size,) if canvas is not None else ()),
+        ):
             emitter.connect(self.update_view)
 
     def begin(self, settings: PreviewSettings, image_layer: Any, labels_layer: Any, num_classes: int) -> None:

@@ -108,13 +108,19 @@ def show_warning(warning: tuple) -> None:
         notifications.show_warning(str(message))
 
 
-def status_text(record: TrainingProgress, config: TrainingConfig, class_names: Sequence[str],
-                preview: Preview | None = None) -> str:
+def status_text(
+    record: TrainingProgress,
+    config: TrainingConfig,
+    class_names: Sequence[str],
+    preview: Preview | None = None,
+) -> str:
     """The status line: iteration, loss, time, painted pixels per class, the preview's doubt."""
-    iteration = f"Iteration {record.iteration}" + (f" / {record.last_iteration}" if record.last_iteration
-                                                  else "")
-    elapsed = _clock(record.elapsed_seconds) + (f" / {_clock(60 * config.max_minutes)}"
-                                                if config.max_minutes else "")
+    iteration = f"Iteration {record.iteration}" + (
+        f" / {record.last_iteration}" if record.last_iteration else ""
+    )
+    elapsed = _clock(record.elapsed_seconds) + (
+        f" / {_clock(60 * config.max_minutes)}" if config.max_minutes else ""
+    )
     painted = " · ".join(f"{name} {count}" for name, count in zip(class_names, record.painted_pixels))
     text = f"{iteration} · loss {record.loss:.3g} · {elapsed}\npainted: {painted or '–'}"
     if preview is not None:

@@ -29,8 +29,9 @@ def uncertainty_key(image_layer: Any) -> str:
     return f"{image_layer.name} uncertainty"
 
 
-def show_uncertainty(viewer: napari.viewer.Viewer, image_layer: Any, uncertainty: np.ndarray,
-                     below: Any = None) -> Image:
+def show_uncertainty(
+    viewer: napari.viewer.Viewer, image_layer: Any, uncertainty: np.ndarray, below: Any = None
+) -> Image:
     """Write ``uncertainty`` (0 certain .. 1 uniform) into the image's uncertainty layer, creating it
     if needed, aligned with the image's last ``uncertainty.ndim`` axes. A new layer goes just below
     ``below`` (the strokes) and leaves the layer selection as it was."""
@@ -42,8 +43,13 @@ def show_uncertainty(viewer: napari.viewer.Viewer, image_layer: Any, uncertainty
     if layer is None:
         with keep_selection(viewer):
             layer = viewer.add_image(
-                uncertainty, name=key, colormap="magma", contrast_limits=(0.0, 1.0), opacity=0.5,
-                metadata={_results.RESULT_KEY: key, layer_io.PREVIEW_METADATA_KEY: True})
+                uncertainty,
+                name=key,
+                colormap="magma",
+                contrast_limits=(0.0, 1.0),
+                opacity=0.5,
+                metadata={_results.RESULT_KEY: key, layer_io.PREVIEW_METADATA_KEY: True},
+            )
             if below is not None and layer_io.in_viewer(viewer, below):
                 viewer.layers.move(viewer.layers.index(layer), viewer.layers.index(below))
     else:
@@ -68,8 +74,13 @@ def keep_selection(viewer: napari.viewer.Viewer) -> Iterator[None]:
             layers.selection.active = active
 
 
-def where_next(viewer: napari.viewer.Viewer, uncertainty: np.ndarray | None, strokes: np.ndarray | None,
-               layer: Any, index: tuple[int, ...] = ()) -> tuple[int, int] | None:
+def where_next(
+    viewer: napari.viewer.Viewer,
+    uncertainty: np.ndarray | None,
+    strokes: np.ndarray | None,
+    layer: Any,
+    index: tuple[int, ...] = (),
+) -> tuple[int, int] | None:
     """Centre the camera on the most uncertain ``WINDOW``-pixel region of a plane without strokes.
 
     Parameters
@@ -91,8 +102,10 @@ def where_next(viewer: napari.viewer.Viewer, uncertainty: np.ndarray | None, str
         return None
     centre = suggest_next_region(uncertainty, strokes, window=WINDOW)
     if centre is None:
-        notifications.show_info("Every region of this plane already has strokes: check the prediction "
-                                "where it looks wrong and paint there.")
+        notifications.show_info(
+            "Every region of this plane already has strokes: check the prediction "
+            "where it looks wrong and paint there."
+        )
         return None
     move_camera(viewer, layer, (*index, *centre))
     return int(centre[0]), int(centre[1])
@@ -102,7 +115,7 @@ def move_camera(viewer: napari.viewer.Viewer, layer: Any, data_point: tuple[floa
     """Centre the camera on ``data_point`` of ``layer`` (its scale and translation applied)."""
     world = np.asarray(layer.data_to_world(data_point), float)
     point = np.asarray(viewer.dims.point, float)
-    point[len(point) - len(world):] = world  # a layer's axes are the last world axes
+    point[len(point) - len(world) :] = world  # a layer's axes are the last world axes
     layer_io.camera(viewer).center = tuple(point[d] for d in viewer.dims.displayed)
 
 
@@ -162,10 +175,18 @@ class PredictionUncertainty(QWidget):
             return where_next(self.viewer, None, None, None)
         index: tuple[int, ...] = ()
         if values.ndim > 2:  # a stack: the plane at the viewer's current step
-            coords = np.asarray(result.world_to_data(self.viewer.dims.point), float)[:values.ndim - 2]
+            coords = np.asarray(result.world_to_data(self.viewer.dims.point), float)[: values.ndim - 2]
             index = tuple(int(min(max(round(c), 0), n - 1)) for c, n in zip(coords, values.shape))
-        strokes = next((la for la in self.viewer.layers if isinstance(la, Labels)
-                        and _results.RESULT_KEY not in la.metadata and not layer_io.is_preview(la)
-                        and tuple(layer_io.layer_array(la).shape) == values.shape), None)
+        strokes = next(
+            (
+                la
+                for la in self.viewer.layers
+                if isinstance(la, Labels)
+                and _results.RESULT_KEY not in la.metadata
+                and not layer_io.is_preview(la)
+                and tuple(layer_io.layer_array(la).shape) == values.shape
+            ),
+            None,
+        )
         plane = None if strokes is None else np.asarray(layer_io.layer_array(strokes)[index])
         return where_next(self.viewer, values[index], plane, result, index)

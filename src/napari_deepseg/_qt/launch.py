@@ -18,8 +18,10 @@ def show_demo(sample: str, **training: Any) -> int:
     """Open a viewer on ``sample`` (image + strokes) with the Train widget set to ``training``
     (``TrainingConfig`` fields) and run napari until it is closed; nothing trains until Start."""
     set_up_demo(napari.Viewer(title="napari-deepseg demo"), sample, **training)
-    print("Press Start in the Train tab; when training ends, Predict in the Predict tab and move the "
-          "minimum-probability slider.")
+    print(
+        "Press Start in the Train tab; when training ends, Predict in the Predict tab and move the "
+        "minimum-probability slider."
+    )
     napari.run()
     return 0
 

@@ -60,8 +60,9 @@ def _owned_copy(data: Any) -> np.ndarray:
     return array
 
 
-def copy_image(layer: Image, *, labels_shape: tuple[int, ...] | None = None,
-               channel_axis: int | None = None) -> ImageCopy:
+def copy_image(
+    layer: Image, *, labels_shape: tuple[int, ...] | None = None, channel_axis: int | None = None
+) -> ImageCopy:
     """Copy an image layer once, moving any channel axis last.
 
     Parameters
@@ -133,7 +134,7 @@ def plane_index(layer: Image, point: Any, image: ImageCopy) -> tuple[int, ...]:
     if image.layer_channel_axis is not None:
         del coords[image.layer_channel_axis]
     leading = image.spatial_shape[:-2]
-    coords = coords[-len(image.spatial_shape):][:len(leading)]
+    coords = coords[-len(image.spatial_shape) :][: len(leading)]
     return tuple(int(min(max(round(c), 0), n - 1)) for c, n in zip(coords, leading, strict=False))
 
 
@@ -149,8 +150,9 @@ def canvas_size(viewer: napari.viewer.Viewer) -> tuple[int, int]:
     return tuple(getattr(canvas, "size", (600, 800)))  # type: ignore[return-value]
 
 
-def visible_region(viewer: napari.viewer.Viewer, layer: Image, image: ImageCopy
-                   ) -> tuple[int, int, int, int] | None:
+def visible_region(
+    viewer: napari.viewer.Viewer, layer: Image, image: ImageCopy
+) -> tuple[int, int, int, int] | None:
     """The part ``(y0, y1, x0, x1)`` of ``image``'s current (H, W) plane that the 2D canvas shows.
 
     From the camera (centre and zoom) and the canvas size, so it works before anything is drawn.

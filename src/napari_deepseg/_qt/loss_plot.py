@@ -61,13 +61,22 @@ class LossPlot(QWidget):
         self.val_axes.set_ylabel("averaged weights", fontsize=9)
         (self.raw_line,) = self.axes.plot([], [], lw=0.8, alpha=0.4, label="raw")
         (self.smooth_line,) = self.axes.plot([], [], lw=1.8, label="smoothed")
-        (self.val_line,) = self.val_axes.plot([], [], ls="none", marker="o", ms=4,
-                                              label="validation mIoU (averaged weights)")
-        (self.stability_line,) = self.val_axes.plot([], [], ls="none", marker="x", ms=4,
-                                                    label="preview stability")
+        (self.val_line,) = self.val_axes.plot(
+            [], [], ls="none", marker="o", ms=4, label="validation mIoU (averaged weights)"
+        )
+        (self.stability_line,) = self.val_axes.plot(
+            [], [], ls="none", marker="x", ms=4, label="preview stability"
+        )
         self.axes.set_xlabel("iteration", fontsize=9)
-        self._placeholder = self.axes.text(0.5, 0.5, "training progress appears here", ha="center",
-                                           va="center", fontsize=9, transform=self.axes.transAxes)
+        self._placeholder = self.axes.text(
+            0.5,
+            0.5,
+            "training progress appears here",
+            ha="center",
+            va="center",
+            fontsize=9,
+            transform=self.axes.transAxes,
+        )
         self._legend: Any = None
         self._legend_handles: list[Any] = []
         # Constrained layout costs about half of every draw; it runs only when something that
@@ -214,8 +223,11 @@ class LossPlot(QWidget):
 
     def _update_legend(self) -> None:
         # Above the axes, not inside: the curves and markers fill every corner at some point.
-        handles = [self.raw_line, self.smooth_line] + ([self.val_line] if self._val_iterations else []) \
+        handles = (
+            [self.raw_line, self.smooth_line]
+            + ([self.val_line] if self._val_iterations else [])
             + ([self.stability_line] if self._stability else [])
+        )
         if handles == self._legend_handles:
             return
         self._legend_handles = handles
@@ -223,16 +235,19 @@ class LossPlot(QWidget):
             self._legend.remove()
         self._layout_stale = True
         self.figure.set_layout_engine("constrained")  # "outside" legend placement needs it
-        self._legend = self.figure.legend(handles=handles, loc="outside upper right", ncols=2,
-                                          fontsize=8, frameon=False, handlelength=1.5)
+        self._legend = self.figure.legend(
+            handles=handles, loc="outside upper right", ncols=2, fontsize=8, frameon=False, handlelength=1.5
+        )
         self._style_legend()
 
     def _summary(self) -> str:
         if not self._records:
             return "no training yet"
         value = self._shown(self._raw[self._metric][-1:])[0]
-        parts = [f"iteration {self._records[-1].iteration}",
-                 f"error rate {value:.1f} %" if self._metric == ERROR_RATE else f"loss {value:.3g}"]
+        parts = [
+            f"iteration {self._records[-1].iteration}",
+            f"error rate {value:.1f} %" if self._metric == ERROR_RATE else f"loss {value:.3g}",
+        ]
         if self._val_iou and math.isfinite(self._val_iou[-1]):
             parts.append(f"val mIoU {self._val_iou[-1]:.2f}")
         # Word wrap may break only between the parts (non-breaking spaces inside each).
@@ -259,8 +274,12 @@ class LossPlot(QWidget):
             ax.yaxis.label.set_color(text)
         self.axes.xaxis.label.set_color(text)
         self.axes.grid(True, color=grid, lw=0.5, alpha=0.5)
-        for line, color in ((self.raw_line, curve), (self.smooth_line, curve), (self.val_line, marker),
-                            (self.stability_line, marker)):
+        for line, color in (
+            (self.raw_line, curve),
+            (self.smooth_line, curve),
+            (self.val_line, marker),
+            (self.stability_line, marker),
+        ):
             line.set_color(color)
         self._placeholder.set_color(text)
         self._style_legend()

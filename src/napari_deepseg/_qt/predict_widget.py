@@ -78,8 +78,10 @@ class PredictWidget(QWidget):
         self.threshold_slider.setRange(0, 100)  # percent; starts at 0: every pixel gets a class
         self.threshold_label = QLabel("0 %")
         self.threshold_label.setMinimumWidth(40)
-        self.threshold_slider.setToolTip("A pixel gets its most probable class only if that probability "
-                                         "reaches this value; other pixels stay 0 (unclassified).")
+        self.threshold_slider.setToolTip(
+            "A pixel gets its most probable class only if that probability "
+            "reaches this value; other pixels stay 0 (unclassified)."
+        )
         self.probabilities_checkbox = QCheckBox("Also show per-class probabilities")
         self.uncertainty = PredictionUncertainty(napari_viewer)
         self.uncertainty_checkbox = self.uncertainty.checkbox
@@ -139,8 +141,9 @@ class PredictWidget(QWidget):
         self.model_combo.clear()
         self.model_combo.addItems(names)
         if names:
-            self.model_combo.setCurrentIndex(names.index(new[-1]) if new or current not in names
-                                             else names.index(current))
+            self.model_combo.setCurrentIndex(
+                names.index(new[-1]) if new or current not in names else names.index(current)
+            )
         self.model_combo.blockSignals(False)
         self._show_model_info()
 
@@ -150,8 +153,9 @@ class PredictWidget(QWidget):
         self.model_info.setToolTip(model.summary() if model is not None else "")
 
     def _ask_model_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load a napari-deepseg model", "",
-                                              "napari-deepseg models (*.safetensors);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Load a napari-deepseg model", "", "napari-deepseg models (*.safetensors);;All files (*)"
+        )
         if path:
             self.load_model(path)
 
@@ -161,8 +165,10 @@ class PredictWidget(QWidget):
         try:
             model = SegmentationModel.load(path)
         except (ModelFileError, OSError) as err:
-            show_error(f"Could not load the model: {err}. Choose a .safetensors file saved by "
-                       "napari-deepseg (Train widget or `napari-deepseg train`).")
+            show_error(
+                f"Could not load the model: {err}. Choose a .safetensors file saved by "
+                "napari-deepseg (Train widget or `napari-deepseg train`)."
+            )
             return None
         name = Path(path).name
         self._store.publish(name, model)
@@ -176,8 +182,9 @@ class PredictWidget(QWidget):
 
     def _refresh_images(self, *_: Any) -> None:
         current = self._selected_image()
-        self._image_layers = [la for la in self._viewer.layers
-                              if isinstance(la, Image) and not layer_io.is_preview(la)]
+        self._image_layers = [
+            la for la in self._viewer.layers if isinstance(la, Image) and not layer_io.is_preview(la)
+        ]
         self.image_combo.blockSignals(True)
         self.image_combo.clear()
         self.image_combo.addItems([la.name for la in self._image_layers])
@@ -201,13 +208,15 @@ class PredictWidget(QWidget):
         layer = image_layer if image_layer is not None else self._selected_image()
         model = self.model
         if model is None:
-            return self._fail("No model selected: train one in the Train widget or load a model file "
-                              "with 'Load model…'.")
+            return self._fail(
+                "No model selected: train one in the Train widget or load a model file with 'Load model…'."
+            )
         if layer is None:
             return self._fail("No image layer to segment: open an image first.")
         if not isinstance(layer, Image):
-            return self._fail(f"'{layer.name}' is a {type(layer).__name__} layer; choose an image layer "
-                              "to segment.")
+            return self._fail(
+                f"'{layer.name}' is a {type(layer).__name__} layer; choose an image layer to segment."
+            )
         if model.training_in_progress:  # the Train widget is training it now: predict with a snapshot
             model = copy.deepcopy(model)
         data = layer_io.layer_array(layer)  # not copied: dask stays lazy and is read tile by tile
@@ -216,10 +225,17 @@ class PredictWidget(QWidget):
         self.status_label.clear()  # a failed or cancelled run must not leave the last success here
         self._set_busy(True)
         self.worker = create_worker(
-            predict_image, model, data, channel_axis, self.probabilities_checkbox.isChecked(),
-            self._progress.emit, self._stop.is_set,
-            _start_thread=False, _worker_class=FunctionWorker,  # errors reported once, by _on_errored
-            _connect={"errored": self._on_errored, "finished": partial(self._set_busy, False)})
+            predict_image,
+            model,
+            data,
+            channel_axis,
+            self.probabilities_checkbox.isChecked(),
+            self._progress.emit,
+            self._stop.is_set,
+            _start_thread=False,
+            _worker_class=FunctionWorker,  # errors reported once, by _on_errored
+            _connect={"errored": self._on_errored, "finished": partial(self._set_busy, False)},
+        )
         self.worker.returned.connect(lambda result: self._on_returned(layer, model, *result))
         self.worker.start()
         return None
@@ -229,8 +245,13 @@ class PredictWidget(QWidget):
 
     def _set_busy(self, busy: bool) -> None:
         try:
-            for widget in (self.predict_button, self.load_button, self.model_combo, self.image_combo,
-                           self.probabilities_checkbox):
+            for widget in (
+                self.predict_button,
+                self.load_button,
+                self.model_combo,
+                self.image_combo,
+                self.probabilities_checkbox,
+            ):
                 widget.setEnabled(not busy)
             self.cancel_button.setEnabled(busy)
             self.progress_bar.setVisible(busy)
@@ -257,14 +278,20 @@ class PredictWidget(QWidget):
             notification_manager.receive_error(type(error), error, error.__traceback__)
             self.prediction_failed.emit(f"{type(error).__name__}: {error}")
 
-    def _on_returned(self, image: Image, model: SegmentationModel, compact: CompactProbabilities,
-                     probabilities: np.ndarray | None) -> None:
+    def _on_returned(
+        self,
+        image: Image,
+        model: SegmentationModel,
+        compact: CompactProbabilities,
+        probabilities: np.ndarray | None,
+    ) -> None:
         self._set_busy(False)
         if probabilities is not None:
             _results.show_probabilities(self._viewer, image, model, probabilities)
         self.compact = compact
-        self.result_layer = _results.show_labels(self._viewer, image, model,
-                                                 apply_threshold(compact, self.min_probability))
+        self.result_layer = _results.show_labels(
+            self._viewer, image, model, apply_threshold(compact, self.min_probability)
+        )
         self.uncertainty.set_result(image, self.result_layer, compact)
         hidden = _hide_training_preview(self._viewer, image)  # else it shows through unclassified pixels
         self.status_label.setText(result_text(image.name, self.result_layer.name, hidden))
@@ -284,8 +311,12 @@ class PredictWidget(QWidget):
 def _hide_training_preview(viewer: Any, image: Image) -> str | None:
     """Hide the Train widget's visible preview of ``image`` (found as it finds it); its name or None."""
     for layer in viewer.layers:
-        if (isinstance(layer, Labels) and layer_io.is_preview(layer) and layer.visible
-                and layer.name == f"{image.name} preview"):
+        if (
+            isinstance(layer, Labels)
+            and layer_io.is_preview(layer)
+            and layer.visible
+            and layer.name == f"{image.name} preview"
+        ):
             layer.visible = False
             return str(layer.name)
     return None

@@ -38,6 +38,8 @@ def read_model_file(path: str | list[str]) -> list[tuple[Any, ...]]:
     path = Path(path[0] if isinstance(path, list) else path)
     model = SegmentationModel.load(path)  # a damaged file raises ModelFileError naming it
     model_store().publish(path.name, model)
-    show_info(f"Loaded model {path.name!r} ({model.summary()}); it is selected in the Predict widget "
-              "(Plugins > DeepSeg > Predict).")
+    show_info(
+        f"Loaded model {path.name!r} ({model.summary()}); it is selected in the Predict widget "
+        "(Plugins > DeepSeg > Predict)."
+    )
     return NO_LAYER

@@ -64,8 +64,9 @@ class TrainWidget(QWidget):
         self.start_button = _button("Start", self.start, "Train a new model on the pairs above")
         self.pause_button = _button("Pause", self.toggle_pause)
         self.stop_button = _button("Stop", self.stop, "Stop after this iteration; the model so far is kept")
-        self.continue_button = _button("Continue", self.continue_training,
-                                       "Train the current model further, until 'Stop after' says")
+        self.continue_button = _button(
+            "Continue", self.continue_training, "Train the current model further, until 'Stop after' says"
+        )
         self.save_button = _button("Save…", self._save_dialog)
         self.load_button = _button("Load…", self._load_dialog, "Load a saved model to continue training it")
         self.status_label = QLabel("Paint strokes of at least two classes, then Start.")
@@ -73,8 +74,16 @@ class TrainWidget(QWidget):
         self.plot = LossPlot(napari_viewer, parent=self)
 
         buttons = QGridLayout()
-        for i, button in enumerate((self.start_button, self.pause_button, self.stop_button,
-                                    self.continue_button, self.save_button, self.load_button)):
+        for i, button in enumerate(
+            (
+                self.start_button,
+                self.pause_button,
+                self.stop_button,
+                self.continue_button,
+                self.save_button,
+                self.load_button,
+            )
+        ):
             buttons.addWidget(button, i // 3, i % 3)
         layout = QVBoxLayout(self)  # "Advanced" open must not outgrow the window: the settings scroll
         pairs_title = QLabel("<b>Training pairs</b>")
@@ -122,28 +131,50 @@ class TrainWidget(QWidget):
         pairs = self.pairs_editor.pairs()
         try:
             config = self.controls.config()
-            inputs = gather_inputs(pairs, channel_axis=self.controls.channel_axis,
-                                   num_classes=model.num_classes if model else None,
-                                   class_names=self.controls.class_names)
+            inputs = gather_inputs(
+                pairs,
+                channel_axis=self.controls.channel_axis,
+                num_classes=model.num_classes if model else None,
+                class_names=self.controls.class_names,
+            )
         except (ValueError, TypeError) as err:
             notifications.show_error(str(err))
             return
         image_layer, labels_layer = pairs[0]
-        preview = PreviewSettings(inputs.image_copies[0], interval=self.controls.preview_interval,
-                                  tile_size=self.controls.preview_tile_size)
+        preview = PreviewSettings(
+            inputs.image_copies[0],
+            interval=self.controls.preview_interval,
+            tile_size=self.controls.preview_tile_size,
+        )
         architecture = model.architecture if model else config.architecture
         if model is None:
             self.model = None
             self.plot.clear()
         job = training_job(inputs, config, model=model, preview=preview)
-        worker = create_worker(drive, job, _start_thread=False, _connect={
-            "yielded": self._on_yielded, "errored": self._on_errored, "finished": self._on_finished,
-            "paused": self._on_paused, "resumed": self._on_resumed, "warned": show_warning})
+        worker = create_worker(
+            drive,
+            job,
+            _start_thread=False,
+            _connect={
+                "yielded": self._on_yielded,
+                "errored": self._on_errored,
+                "finished": self._on_finished,
+                "paused": self._on_paused,
+                "resumed": self._on_resumed,
+                "warned": show_warning,
+            },
+        )
         display = architecture_spec(architecture).display_name
         self.preview.begin(preview, image_layer, labels_layer, inputs.num_classes)
         live = LiveLabels(self.viewer, [labels for _, labels in pairs])
-        run = TrainingRun(worker=worker, job=job, name=model_name(architecture, inputs.names),
-                          preview=preview, config=config, live_labels=live)
+        run = TrainingRun(
+            worker=worker,
+            job=job,
+            name=model_name(architecture, inputs.names),
+            preview=preview,
+            config=config,
+            live_labels=live,
+        )
         self._holder.run = run
         self.worker = worker
         self._set_running(True)
@@ -253,24 +284,27 @@ class TrainWidget(QWidget):
         try:
             model = SegmentationModel.load(path)
         except (OSError, ValueError) as err:
-            notifications.show_error(f"Could not load '{path}': {err}. Choose a model file saved by "
-                                     "napari-deepseg (.safetensors).")
+            notifications.show_error(
+                f"Could not load '{path}': {err}. Choose a model file saved by napari-deepseg (.safetensors)."
+            )
             return None
         self.model = model
         # A file from before per-image normalisation and averaged weights says "dataset" / 0: that is
         # how *it* continues (its own normalisation is kept), not how a new Start should train.
         defaults = TrainingConfig()
-        self.controls.set_options(model.config.replace(normalisation=defaults.normalisation,
-                                                       ema_decay=defaults.ema_decay),
-                                  class_names=model.class_names)
+        self.controls.set_options(
+            model.config.replace(normalisation=defaults.normalisation, ema_decay=defaults.ema_decay),
+            class_names=model.class_names,
+        )
         self.plot.set_history(model.history)
         self._set_running(False)
         self.status_label.setText(f"Loaded {Path(path).name}: {model.summary()}. Continue trains it further.")
         return model
 
     def _save_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Save model", "model.safetensors",
-                                              "napari-deepseg model (*.safetensors)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Save model", "model.safetensors", "napari-deepseg model (*.safetensors)"
+        )
         if path:
             self.save_model(path)
 

@@ -21,17 +21,33 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--encoder", default=None, help="encoder name (default: the architecture's default)")
     p.add_argument("--no-pretrained", action="store_true", help="start from random weights")
     p.add_argument("--pretrained-weights", type=Path, help="local file with pretrained encoder weights")
-    p.add_argument("--iterations", type=int, default=None,
-                   help=f"stop after this many iterations (default {defaults.iterations}, none with "
-                        "--minutes; "
-                        "0: no limit, train until Ctrl+C)")
-    p.add_argument("--minutes", type=float, default=None,
-                   help="stop after this many minutes of training (or at --iterations, if given and first)")
-    p.add_argument("--normalisation", default=defaults.normalisation, choices=("per_image", "dataset"),
-                   help="per_image: each image by its own percentiles (default); dataset: the training "
-                        "images' bounds for every image, when absolute intensity carries the class")
-    p.add_argument("--ema-decay", type=float, default=defaults.ema_decay,
-                   help="decay of the averaged weights that are saved (0: keep the last weights)")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        default=None,
+        help=f"stop after this many iterations (default {defaults.iterations}, none with "
+        "--minutes; "
+        "0: no limit, train until Ctrl+C)",
+    )
+    p.add_argument(
+        "--minutes",
+        type=float,
+        default=None,
+        help="stop after this many minutes of training (or at --iterations, if given and first)",
+    )
+    p.add_argument(
+        "--normalisation",
+        default=defaults.normalisation,
+        choices=("per_image", "dataset"),
+        help="per_image: each image by its own percentiles (default); dataset: the training "
+        "images' bounds for every image, when absolute intensity carries the class",
+    )
+    p.add_argument(
+        "--ema-decay",
+        type=float,
+        default=defaults.ema_decay,
+        help="decay of the averaged weights that are saved (0: keep the last weights)",
+    )
     p.add_argument("--batch-size", type=int, default=defaults.batch_size)
     p.add_argument("--patch-size", type=int, default=defaults.patch_size)
     p.add_argument("--learning-rate", type=float, default=defaults.learning_rate)
@@ -51,14 +67,28 @@ def add_training_options(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> TrainingConfig:
     """The ``TrainingConfig`` of the options added by :func:`add_training_options`."""
     return TrainingConfig(
-        architecture=args.architecture, encoder=args.encoder, pretrained=not args.no_pretrained,
-        iterations=(args.iterations or None) if args.iterations is not None or args.minutes
-        else TrainingConfig().iterations, max_minutes=args.minutes, normalisation=args.normalisation,
-        ema_decay=args.ema_decay, batch_size=args.batch_size, patch_size=args.patch_size,
-        learning_rate=args.learning_rate, optimizer=args.optimizer, schedule=args.schedule, loss=args.loss,
-        class_balancing=args.class_balancing, validation_fraction=args.validation_fraction, seed=args.seed,
-        device=args.device, precision=args.precision,
-        augmentation=AugmentationConfig.disabled() if args.no_augmentation else AugmentationConfig())
+        architecture=args.architecture,
+        encoder=args.encoder,
+        pretrained=not args.no_pretrained,
+        iterations=(args.iterations or None)
+        if args.iterations is not None or args.minutes
+        else TrainingConfig().iterations,
+        max_minutes=args.minutes,
+        normalisation=args.normalisation,
+        ema_decay=args.ema_decay,
+        batch_size=args.batch_size,
+        patch_size=args.patch_size,
+        learning_rate=args.learning_rate,
+        optimizer=args.optimizer,
+        schedule=args.schedule,
+        loss=args.loss,
+        class_balancing=args.class_balancing,
+        validation_fraction=args.validation_fraction,
+        seed=args.seed,
+        device=args.device,
+        precision=args.precision,
+        augmentation=AugmentationConfig.disabled() if args.no_augmentation else AugmentationConfig(),
+    )
 
 
 def run_training(trainer: Trainer, description: str) -> None:
@@ -74,8 +104,11 @@ def run_training(trainer: Trainer, description: str) -> None:
     with tqdm(total=total, desc=description, unit="‰" if by_time else "it", file=sys.stderr) as bar:
         try:
             for record in trainer.run():
-                postfix = {"it": record.iteration, "loss": f"{record.loss:.4f}",
-                           "err": f"{record.error_rate:.3f}"}
+                postfix = {
+                    "it": record.iteration,
+                    "loss": f"{record.loss:.4f}",
+                    "err": f"{record.error_rate:.3f}",
+                }
                 if record.validation is not None:
                     postfix["val_mIoU"] = f"{record.validation.mean_iou:.3f}"
                 bar.set_postfix(postfix, refresh=False)

@@ -19,10 +19,14 @@ PRESET = dict(patch_size=128, batch_size=4, validation_fraction=0.0)  # short, i
 
 
 def add_parser(sub: Any) -> None:
-    p = sub.add_parser("demo", help="the bundled sample in napari, ready to train (--headless: train and "
-                                    "write the results)")
-    p.add_argument("--headless", action="store_true",
-                   help="no viewer: train, predict and write files (default: open napari, ready to train)")
+    p = sub.add_parser(
+        "demo", help="the bundled sample in napari, ready to train (--headless: train and write the results)"
+    )
+    p.add_argument(
+        "--headless",
+        action="store_true",
+        help="no viewer: train, predict and write files (default: open napari, ready to train)",
+    )
     p.add_argument("--sample", choices=("fluorescence", "he"), default="fluorescence")
     p.add_argument("--output", type=Path, default=Path("deepseg-demo"), help="folder for the results")
     p.add_argument("--iterations", type=int, default=150)
@@ -47,8 +51,11 @@ def run(args: argparse.Namespace) -> int:
     from ..training.losses import confusion_matrix, iou_and_dice
     from .plot import plot_history
 
-    image, strokes = (sample_data.load_fluorescence_sample() if args.sample == "fluorescence"
-                      else sample_data.load_he_sample())
+    image, strokes = (
+        sample_data.load_fluorescence_sample()
+        if args.sample == "fluorescence"
+        else sample_data.load_he_sample()
+    )
     trainer = Trainer(image, strokes, TrainingConfig(**_settings(args)), class_names=CLASS_NAMES)
     started = time.perf_counter()
     run_training(trainer, f"training {args.architecture} on the {args.sample} sample")
@@ -70,8 +77,10 @@ def run(args: argparse.Namespace) -> int:
     iou, _ = iou_and_dice(confusion_matrix(painted, predicted, 2))
     print(f"trained {model.summary()} in {seconds:.0f} s")
     print(f"nucleus IoU against the full ground-truth mask (only ~1 % of pixels were painted): {iou[1]:.3f}")
-    print(f"results in {out.resolve()}: model.safetensors, labels.tif, probabilities.tif, loss.csv"
-          + (", loss.png" if plotted else " (install matplotlib for loss.png)"))
+    print(
+        f"results in {out.resolve()}: model.safetensors, labels.tif, probabilities.tif, loss.csv"
+        + (", loss.png" if plotted else " (install matplotlib for loss.png)")
+    )
     return 0
 
 
@@ -79,7 +88,9 @@ def _in_napari(args: argparse.Namespace) -> int:
     try:
         from .._qt.launch import show_demo
     except ImportError as err:
-        print(f"napari is not installed with a Qt binding ({err}): pip install 'napari-deepseg[all]'",
-              file=sys.stderr)
+        print(
+            f"napari is not installed with a Qt binding ({err}): pip install 'napari-deepseg[all]'",
+            file=sys.stderr,
+        )
         return 1
     return show_demo(args.sample, **_settings(args))

@@ -20,8 +20,12 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--model", required=True, type=Path)
     p.add_argument("--image", required=True, type=Path)
     p.add_argument("--output", required=True, type=Path, help="labels file (.tif or .png)")
-    p.add_argument("--min-probability", type=float, default=0.0,
-                   help="pixels whose best class is less probable than this stay 0 (default 0)")
+    p.add_argument(
+        "--min-probability",
+        type=float,
+        default=0.0,
+        help="pixels whose best class is less probable than this stay 0 (default 0)",
+    )
     p.add_argument("--probabilities", type=Path, help="also write float32 probabilities (K, ...) as TIFF")
     tiling = TilingOptions()
     p.add_argument("--tile-size", type=int, default=tiling.tile_size)
@@ -42,33 +46,42 @@ def run(args: argparse.Namespace) -> int:
 
     model = SegmentationModel.load(args.model)
     image = read_image(args.image)
-    options = dict(channel_axis=args.channel_axis, tile_size=args.tile_size, overlap=args.overlap,
-                   batch_size=args.batch_size, device=args.device, precision=args.precision)
+    options = dict(
+        channel_axis=args.channel_axis,
+        tile_size=args.tile_size,
+        overlap=args.overlap,
+        batch_size=args.batch_size,
+        device=args.device,
+        precision=args.precision,
+    )
     with tqdm(desc="predicting", unit="tile", file=sys.stderr) as bar:
+
         def progress(done: int, total: int) -> None:
             bar.total = total
             bar.update(done - bar.n)
 
         if args.probabilities:
             probabilities = model.predict_proba(image, progress=progress, **options)
-            labels = apply_threshold(CompactProbabilities.from_probabilities(probabilities),
-                                     args.min_probability)
+            labels = apply_threshold(
+                CompactProbabilities.from_probabilities(probabilities), args.min_probability
+            )
             write_image(args.output, labels)
         elif args.output.suffix.lower() in TIFF_SUFFIXES:
             # Streamed into a memory-mapped TIFF: images larger than memory work.
             view = model.view(image, args.channel_axis)
             streamed = create_labels_file(args.output, view.labels_shape, label_dtype(model.num_classes))
-            model.predict(image, min_probability=args.min_probability, out=streamed, progress=progress,
-                          **options)
+            model.predict(
+                image, min_probability=args.min_probability, out=streamed, progress=progress, **options
+            )
             if isinstance(streamed, np.memmap):  # what create_labels_file returns (typed as its base)
                 streamed.flush()
             labels = streamed
         else:
-            labels = model.predict(image, min_probability=args.min_probability, progress=progress,
-                                   **options)
+            labels = model.predict(image, min_probability=args.min_probability, progress=progress, **options)
             write_image(args.output, labels)
-    print(f"wrote labels {labels.shape} with classes {class_counts(labels, model.class_names)} to "
-          f"{args.output}")
+    print(
+        f"wrote labels {labels.shape} with classes {class_counts(labels, model.class_names)} to {args.output}"
+    )
     if args.probabilities:
         write_image(args.probabilities, probabilities)
         print(f"wrote probabilities {probabilities.shape} to {args.probabilities}")
@@ -76,11 +89,11 @@ def run(args: argparse.Namespace) -> int:
 
 
 def class_counts(labels: np.ndarray, names: Sequence[str]) -> str:
-    """"background: 60.0%, nucleus: 40.0%" (and the unclassified share, if any)."""
+    """ "background: 60.0%, nucleus: 40.0%" (and the unclassified share, if any)."""
     counts = np.zeros(len(names) + 1, np.int64)
     flat = labels.reshape(-1)
     for start in range(0, flat.size, 1 << 24):  # in chunks: bincount makes an int64 copy
-        counts += np.bincount(flat[start:start + (1 << 24)], minlength=len(names) + 1)
+        counts += np.bincount(flat[start : start + (1 << 24)], minlength=len(names) + 1)
     parts = [f"{names[k - 1]}: {counts[k] / labels.size:.1%}" for k in range(1, len(names) + 1)]
     if counts[0]:
         parts.append(f"unclassified: {counts[0] / labels.size:.1%}")

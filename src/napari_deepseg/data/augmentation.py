@@ -66,8 +66,10 @@ class Augmenter:
             New tensors of the same shapes and dtypes; the inputs are not modified.
         """
         if images.ndim != 4 or labels.shape != (images.shape[0], *images.shape[2:]):
-            raise ValueError(f"expected images (B, C, H, W) and labels (B, H, W); "
-                             f"got {tuple(images.shape)} and {tuple(labels.shape)}")
+            raise ValueError(
+                f"expected images (B, C, H, W) and labels (B, H, W); "
+                f"got {tuple(images.shape)} and {tuple(labels.shape)}"
+            )
         cfg = self.config
         images, labels = images.clone(), labels.clone()
         batch = images.shape[0]
@@ -158,8 +160,9 @@ class Augmenter:
 
 
 _GREY = torch.tensor([0.2989, 0.587, 0.114], dtype=torch.float64) / 0.9999  # torchvision's grey, sum 1
-_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]],
-                           dtype=torch.float64)
+_RGB_TO_YIQ = torch.tensor(
+    [[0.299, 0.587, 0.114], [0.596, -0.274, -0.322], [0.211, -0.523, 0.312]], dtype=torch.float64
+)
 
 
 def colour_matrix(hue_angles: torch.Tensor, saturations: torch.Tensor) -> torch.Tensor:

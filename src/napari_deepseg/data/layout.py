@@ -62,7 +62,8 @@ class SliceView:
         shape = tuple(array.shape)
         if len(shape) < 3 or shape[-3] != self.num_slices:
             raise ValueError(
-                f"expected an array (..., {self.num_slices}, H, W) to unflatten, got shape {shape}")
+                f"expected an array (..., {self.num_slices}, H, W) to unflatten, got shape {shape}"
+            )
         return array.reshape(*shape[:-3], *self.leading_shape, *shape[-2:])
 
 
@@ -78,7 +79,8 @@ def check_ndim(shape: tuple[int, ...], what: str = "image") -> None:
     if not 2 <= len(shape) <= MAX_IMAGE_NDIM:
         raise ValueError(
             f"{what} must have 2 to {MAX_IMAGE_NDIM} dimensions (H, W with optional stack and "
-            f"channel axes); got shape {shape}")
+            f"channel axes); got shape {shape}"
+        )
 
 
 def normalise_axis(axis: int, ndim: int, shape: tuple[int, ...]) -> int:
@@ -104,7 +106,8 @@ def _infer_channel_axis(shape: tuple[int, ...], in_channels: int | None) -> int 
             return axis
     raise ValueError(
         f"the model expects {in_channels} channels but no axis of the image with shape {shape} "
-        f"has {in_channels} entries; pick an image with {in_channels} channels")
+        f"has {in_channels} entries; pick an image with {in_channels} channels"
+    )
 
 
 def channel_axis_from_labels(image_shape: tuple[int, ...], labels_shape: tuple[int, ...]) -> int | None:
@@ -116,7 +119,7 @@ def channel_axis_from_labels(image_shape: tuple[int, ...], labels_shape: tuple[i
         return None
     axes: list[int] = [ndim - 1, *range(ndim - 3, -1, -1), ndim - 2]
     for axis in axes:
-        if tuple(image_shape[:axis]) + tuple(image_shape[axis + 1:]) == labels_shape:
+        if tuple(image_shape[:axis]) + tuple(image_shape[axis + 1 :]) == labels_shape:
             return axis
     return None
 
@@ -155,10 +158,12 @@ def to_slices(image: Any, *, channel_axis: int | None = None, in_channels: int |
         axis: int | None = normalise_axis(channel_axis, ndim, shape)
         if ndim < 3:
             raise ValueError(f"an image of shape {shape} has no room for a channel axis besides H, W")
-        if in_channels is not None and shape[axis] != in_channels:  # type: ignore[index]
+        found = shape[axis]  # type: ignore[index]  # normalise_axis gave an int: ndim >= 3 here
+        if in_channels is not None and found != in_channels:
             raise ValueError(
                 f"the model expects {in_channels} channels but channel axis {channel_axis} of the "
-                f"image with shape {shape} has {shape[axis]}")  # type: ignore[index]
+                f"image with shape {shape} has {found}"
+            )
     else:
         axis = _infer_channel_axis(shape, in_channels)
     if axis is None:

@@ -85,8 +85,9 @@ class Normalisation:
         """
         x = np.asarray(x)
         if x.ndim not in (3, 4) or x.shape[-3] != self.in_channels:
-            raise ValueError(f"expected (C, H, W) or (N, C, H, W) with C = {self.in_channels}; "
-                             f"got shape {x.shape}")
+            raise ValueError(
+                f"expected (C, H, W) or (N, C, H, W) with C = {self.in_channels}; got shape {x.shape}"
+            )
         low = np.asarray(self.low, dtype=np.float32)[:, None, None]
         scale = (1.0 / (SPREAD * (np.asarray(self.high) - np.asarray(self.low)))).astype(np.float32)
         out = np.array(x, dtype=np.float32, copy=True)
@@ -112,18 +113,29 @@ class Normalisation:
         return Normalisation(low=low, high=high)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"low": list(self.low), "high": list(self.high), "mode": self.mode,
-                "percentiles": list(self.percentiles)}
+        return {
+            "low": list(self.low),
+            "high": list(self.high),
+            "mode": self.mode,
+            "percentiles": list(self.percentiles),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Normalisation:
         # Files written before the modes existed hold only low/high: dataset bounds.
-        return cls(low=tuple(data["low"]), high=tuple(data["high"]), mode=data.get("mode", DATASET),
-                   percentiles=tuple(data.get("percentiles", (LOW_PERCENTILE, HIGH_PERCENTILE))))
+        return cls(
+            low=tuple(data["low"]),
+            high=tuple(data["high"]),
+            mode=data.get("mode", DATASET),
+            percentiles=tuple(data.get("percentiles", (LOW_PERCENTILE, HIGH_PERCENTILE))),
+        )
 
 
-def image_bounds(image_slices: Any, percentiles: tuple[float, float] = (LOW_PERCENTILE, HIGH_PERCENTILE),
-                 max_samples: int = IMAGE_SAMPLES) -> tuple[tuple[float, ...], tuple[float, ...]]:
+def image_bounds(
+    image_slices: Any,
+    percentiles: tuple[float, float] = (LOW_PERCENTILE, HIGH_PERCENTILE),
+    max_samples: int = IMAGE_SAMPLES,
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel percentiles of a whole ``(S, C, H, W)`` image, on a regular grid of at most
     ``max_samples`` pixels per channel: deterministic, the same in training and prediction, and
     one strided read for memory-mapped, zarr or dask images."""
@@ -169,15 +181,17 @@ def compute_normalisation(
     if not image_slices:
         raise ValueError("need at least one image slice to compute a normalisation")
     if not 0 <= low_percentile < high_percentile <= 100:
-        raise ValueError(f"need 0 <= low_percentile < high_percentile <= 100; "
-                         f"got {low_percentile} and {high_percentile}")
+        raise ValueError(
+            f"need 0 <= low_percentile < high_percentile <= 100; got {low_percentile} and {high_percentile}"
+        )
     slices = [np.asarray(s) for s in image_slices]
     for s in slices:
         if s.ndim != 3:
             raise ValueError(f"image slices must be (C, H, W); got shape {s.shape}")
         if s.shape[0] != slices[0].shape[0]:
-            raise ValueError(f"all images must have the same number of channels: "
-                             f"{slices[0].shape[0]} and {s.shape[0]}")
+            raise ValueError(
+                f"all images must have the same number of channels: {slices[0].shape[0]} and {s.shape[0]}"
+            )
     channels = slices[0].shape[0]
     sizes = np.array([s.shape[1] * s.shape[2] for s in slices], dtype=np.int64)
     total = int(sizes.sum())
@@ -189,7 +203,11 @@ def compute_normalisation(
         offsets = np.concatenate([[0], np.cumsum(sizes)])
         bounds = np.searchsorted(picks, offsets)
         values = np.concatenate(
-            [s.reshape(channels, -1)[:, picks[a:b] - start]
-             for s, start, a, b in zip(slices, offsets[:-1], bounds[:-1], bounds[1:])], axis=1)
+            [
+                s.reshape(channels, -1)[:, picks[a:b] - start]
+                for s, start, a, b in zip(slices, offsets[:-1], bounds[:-1], bounds[1:])
+            ],
+            axis=1,
+        )
     low, high = np.percentile(values.astype(np.float64), [low_percentile, high_percentile], axis=1)
     return Normalisation(low=tuple(low.tolist()), high=tuple(high.tolist()))

@@ -12,8 +12,9 @@ import numpy as np
 
 from .layout import channel_axis_from_labels, check_ndim, normalise_axis, to_slices
 
-NO_LABELLED_PIXEL = ("labels contain no labelled pixel; paint at least one stroke with a class >= 1 "
-                     "(0 means unlabelled)")
+NO_LABELLED_PIXEL = (
+    "labels contain no labelled pixel; paint at least one stroke with a class >= 1 (0 means unlabelled)"
+)
 
 
 def _check_image_dtype(image: np.ndarray) -> None:
@@ -33,11 +34,13 @@ def _check_label_dtype(labels: np.ndarray) -> None:
 def _resolve_training_channel_axis(
     image_shape: tuple[int, ...], labels_shape: tuple[int, ...], channel_axis: int | None
 ) -> int | None:
-    mismatch = (f"image and labels must have the same spatial shape; got image {image_shape} "
-                f"and labels {labels_shape}")
+    mismatch = (
+        f"image and labels must have the same spatial shape; got image {image_shape} "
+        f"and labels {labels_shape}"
+    )
     if channel_axis is not None:
         axis = normalise_axis(channel_axis, len(image_shape), image_shape)
-        if image_shape[:axis] + image_shape[axis + 1:] != labels_shape:
+        if image_shape[:axis] + image_shape[axis + 1 :] != labels_shape:
             raise ValueError(mismatch + f" (with channel axis {channel_axis})")
         return axis
     if image_shape == labels_shape:
@@ -48,8 +51,9 @@ def _resolve_training_channel_axis(
     return found
 
 
-def check_training_pair(image: Any, labels: Any, *, channel_axis: int | None = None
-                        ) -> tuple[np.ndarray, np.ndarray, int | None]:
+def check_training_pair(
+    image: Any, labels: Any, *, channel_axis: int | None = None
+) -> tuple[np.ndarray, np.ndarray, int | None]:
     """Validate an image / labels pair for training.
 
     Returns
@@ -71,7 +75,8 @@ def check_training_pair(image: Any, labels: Any, *, channel_axis: int | None = N
     check_labels(labels)
     if image.size == 0 or labels.size == 0:
         raise ValueError(
-            f"image and labels must not be empty; got image {image.shape} and labels {labels.shape}")
+            f"image and labels must not be empty; got image {image.shape} and labels {labels.shape}"
+        )
     check_ndim(image.shape)
     check_ndim(labels.shape, "labels")
     axis = _resolve_training_channel_axis(image.shape, labels.shape, channel_axis)
@@ -170,8 +175,9 @@ def validate_label_set(label_slices: list[np.ndarray], *, num_classes: int | Non
         raise ValueError(NO_LABELLED_PIXEL)
     if len(present) < 2:
         (only,) = present
-        raise ValueError(f"only class {only} is painted; paint at least two classes "
-                         "(e.g. 1 = background, 2 = object)")
+        raise ValueError(
+            f"only class {only} is painted; paint at least two classes (e.g. 1 = background, 2 = object)"
+        )
     k = max(present)
     if num_classes is not None:
         if k > num_classes:

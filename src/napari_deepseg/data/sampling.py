@@ -59,8 +59,9 @@ class PatchSampler:
         class_balanced_centres: bool = True,
     ) -> None:
         if not images or len(images) != len(labels):
-            raise ValueError(f"need one label slice per image slice; got {len(images)} images "
-                             f"and {len(labels)} labels")
+            raise ValueError(
+                f"need one label slice per image slice; got {len(images)} images and {len(labels)} labels"
+            )
         if patch_size < 1:
             raise ValueError(f"patch_size must be >= 1, got {patch_size}")
         if not 0 <= labelled_fraction <= 1:
@@ -70,8 +71,10 @@ class PatchSampler:
         self._labels: list[np.ndarray] = []
         for image, lab in zip(images, labels):
             if image.ndim != 3 or lab.shape != image.shape[1:] or image.shape[0] != channels:
-                raise ValueError(f"expected (C, H, W) images with matching (H, W) labels and C = {channels}; "
-                                 f"got {image.shape} and {lab.shape}")
+                raise ValueError(
+                    f"expected (C, H, W) images with matching (H, W) labels and C = {channels}; "
+                    f"got {image.shape} and {lab.shape}"
+                )
             image, lab = pad_to(image, lab, patch_size)
             self._images.append(image)
             self._labels.append(lab)
@@ -86,7 +89,8 @@ class PatchSampler:
         flat = [np.flatnonzero(lab) + off for lab, off in zip(self._labels, self._offsets)]
         where = np.concatenate(flat)
         classes = np.concatenate(
-            [lab.ravel()[f - off] for lab, f, off in zip(self._labels, flat, self._offsets)])
+            [lab.ravel()[f - off] for lab, f, off in zip(self._labels, flat, self._offsets)]
+        )
         order = np.argsort(classes, kind="stable")
         self.classes, starts = np.unique(classes[order], return_index=True)
         self._all_labelled = where
@@ -128,8 +132,8 @@ class PatchSampler:
             y, x = divmod(int(centres[b] - self._offsets[slice_idx[b]]), w)
             top = min(max(y + int(jitter[b, 0]) - p // 2, 0), h - p)
             left = min(max(x + int(jitter[b, 1]) - p // 2, 0), w - p)
-            out_images[b] = self._images[slice_idx[b]][:, top:top + p, left:left + p]
-            out_labels[b] = lab[top:top + p, left:left + p]
+            out_images[b] = self._images[slice_idx[b]][:, top : top + p, left : left + p]
+            out_labels[b] = lab[top : top + p, left : left + p]
         return out_images, out_labels
 
 
@@ -167,7 +171,14 @@ def validation_crops(
             inside = (ys >= top) & (ys < top + p) & (xs >= left) & (xs < left + p)
             covered = int((inside & uncovered).sum())
             uncovered &= ~inside
-            found.append((-covered, len(found), s, image[:, top:top + p, left:left + p].copy(),
-                          lab[top:top + p, left:left + p].copy()))
+            found.append(
+                (
+                    -covered,
+                    len(found),
+                    s,
+                    image[:, top : top + p, left : left + p].copy(),
+                    lab[top : top + p, left : left + p].copy(),
+                )
+            )
     found.sort(key=lambda item: (item[0], item[1]))
     return [(image, lab) for _, _, _, image, lab in found[:max_crops]]

@@ -34,8 +34,9 @@ def block_uniforms(seed: int, pair: int, slice_index: int, rows: int, cols: int)
     with np.errstate(over="ignore"):
         for key in (pair, slice_index):
             h = _mix(np.asarray(h ^ np.uint64(key) + _GOLDEN, dtype=np.uint64))
-        by, bx = np.meshgrid(np.arange(rows, dtype=np.uint64), np.arange(cols, dtype=np.uint64),
-                             indexing="ij")
+        by, bx = np.meshgrid(
+            np.arange(rows, dtype=np.uint64), np.arange(cols, dtype=np.uint64), indexing="ij"
+        )
         x = _mix(_mix(h ^ (by + _GOLDEN)) ^ (bx + _GOLDEN))
     uniforms: np.ndarray = (x >> np.uint64(11)).astype(np.float64) / float(1 << 53)
     return uniforms
@@ -73,14 +74,17 @@ def validation_masks(
         raise ValueError(f"need one key per label slice; got {len(labels)} and {len(keys)}")
     if fraction == 0 or sum(int(np.count_nonzero(lab)) for lab in labels) < MIN_LABELLED_FOR_VALIDATION:
         return [np.zeros(lab.shape, bool) for lab in labels]
-    held = [_held_blocks(lab, key, fraction=fraction, seed=seed, block_size=block_size)
-            for lab, key in zip(labels, keys)]
+    held = [
+        _held_blocks(lab, key, fraction=fraction, seed=seed, block_size=block_size)
+        for lab, key in zip(labels, keys)
+    ]
     _keep_every_class_trained(labels, held, block_size)
     return [_expand(blocks, block_size, lab.shape) & (lab > 0) for lab, blocks in zip(labels, held)]
 
 
-def _held_blocks(labels: np.ndarray, key: tuple[int, int], *, fraction: float, seed: int,
-                 block_size: int) -> np.ndarray:
+def _held_blocks(
+    labels: np.ndarray, key: tuple[int, int], *, fraction: float, seed: int, block_size: int
+) -> np.ndarray:
     """The blocks of one slice that its hash holds out."""
     rows, cols = -(-labels.shape[0] // block_size), -(-labels.shape[1] // block_size)
     return block_uniforms(seed, *key, rows, cols) < fraction
@@ -91,8 +95,9 @@ def _keep_every_class_trained(labels: list[np.ndarray], held: list[np.ndarray], 
     blocks, one class after the other, so every painted class is trained on."""
     classes = np.unique(np.concatenate([np.unique(lab[lab > 0]) for lab in labels]))
     for c in classes:
-        trained = (np.any((lab == c) & ~_expand(blocks, block_size, lab.shape))
-                   for lab, blocks in zip(labels, held))
+        trained = (
+            np.any((lab == c) & ~_expand(blocks, block_size, lab.shape)) for lab, blocks in zip(labels, held)
+        )
         if any(trained):
             continue
         for lab, blocks in zip(labels, held):

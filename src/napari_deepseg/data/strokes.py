@@ -60,16 +60,27 @@ def simulate_strokes_multiclass(
     return labels
 
 
-def simulate_strokes(mask: np.ndarray, *, rng: np.random.Generator, pixel_fraction: float = 0.01,
-                     stroke_width: int = 3, boundary_margin: int = 3) -> np.ndarray:
+def simulate_strokes(
+    mask: np.ndarray,
+    *,
+    rng: np.random.Generator,
+    pixel_fraction: float = 0.01,
+    stroke_width: int = 3,
+    boundary_margin: int = 3,
+) -> np.ndarray:
     """Strokes for a foreground mask: 1 = background, 2 = foreground (e.g. nucleus), 0 unlabelled."""
-    return simulate_strokes_multiclass(np.asarray(mask, bool).astype(np.uint8), rng=rng,
-                                       pixel_fraction=pixel_fraction, stroke_width=stroke_width,
-                                       boundary_margin=boundary_margin)
+    return simulate_strokes_multiclass(
+        np.asarray(mask, bool).astype(np.uint8),
+        rng=rng,
+        pixel_fraction=pixel_fraction,
+        stroke_width=stroke_width,
+        boundary_margin=boundary_margin,
+    )
 
 
-def random_walk(start: np.ndarray, allowed: np.ndarray, rng: np.random.Generator,
-                 max_length: int) -> np.ndarray:
+def random_walk(
+    start: np.ndarray, allowed: np.ndarray, rng: np.random.Generator, max_length: int
+) -> np.ndarray:
     """A smooth random walk from ``start`` (row, column) that stops where ``allowed`` ends; the
     path as an (n, 2) array of pixels, ``start`` first."""
     angle = rng.uniform(0, 2 * np.pi)
@@ -84,4 +95,3 @@ def random_walk(start: np.ndarray, allowed: np.ndarray, rng: np.random.Generator
             break
         path.append(pixel)
     return np.asarray(path)
-

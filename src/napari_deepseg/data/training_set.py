@@ -50,8 +50,16 @@ class TrainingSet:
         The classes of a model being continued; ``None`` takes the largest painted class.
     """
 
-    def __init__(self, images: Any, labels: Any, config: TrainingConfig, *, channel_axis: int | None = None,
-                 normalisation: Normalisation | None = None, num_classes: int | None = None) -> None:
+    def __init__(
+        self,
+        images: Any,
+        labels: Any,
+        config: TrainingConfig,
+        *,
+        channel_axis: int | None = None,
+        normalisation: Normalisation | None = None,
+        num_classes: int | None = None,
+    ) -> None:
         rng = np.random.default_rng(config.seed)
         image_list, label_list = _as_pairs(images, labels)
         self._pairs: list[_Pair] = []
@@ -73,8 +81,10 @@ class TrainingSet:
             pooled_bounds = compute_normalisation(pooled, rng=rng)
             normalisation = dataclasses.replace(pooled_bounds, mode=config.normalisation)
         elif normalisation.in_channels != self.in_channels:
-            raise ValueError(f"the model expects {normalisation.in_channels} channel(s) but the images have "
-                             f"{self.in_channels}")
+            raise ValueError(
+                f"the model expects {normalisation.in_channels} channel(s) but the images have "
+                f"{self.in_channels}"
+            )
         self.normalisation = normalisation
         for pair in self._pairs:
             pair.normalisation = normalisation.for_image(pair.slices)
@@ -113,21 +123,26 @@ class TrainingSet:
         new = np.asarray(labels)
         target = self._pairs[pair]
         if tuple(new.shape) != target.labels_shape:
-            raise ValueError(f"labels of pair {pair} must keep the shape {target.labels_shape}; "
-                             f"got {tuple(new.shape)}")
+            raise ValueError(
+                f"labels of pair {pair} must keep the shape {target.labels_shape}; got {tuple(new.shape)}"
+            )
         check_labels(new)
         top = int(new.max()) if new.size else 0
         if top > self.num_classes:
-            raise ValueError(f"class {top} was not painted when training started, so the network has no "
-                             f"output for it (classes 1..{self.num_classes}); Stop and Start again to "
-                             "train with the new class")
+            raise ValueError(
+                f"class {top} was not painted when training started, so the network has no "
+                f"output for it (classes 1..{self.num_classes}); Stop and Start again to "
+                "train with the new class"
+            )
         copy = np.array(new, dtype=np.int64, copy=True).reshape(target.labels.shape)
         with self._lock:
-            others = any(np.any(self._pending.get(i, p.labels))
-                         for i, p in enumerate(self._pairs) if i != pair)
+            others = any(
+                np.any(self._pending.get(i, p.labels)) for i, p in enumerate(self._pairs) if i != pair
+            )
             if not others and not copy.any():
-                raise ValueError("these labels would leave no painted pixel to train on; the last "
-                                 "strokes are kept")
+                raise ValueError(
+                    "these labels would leave no painted pixel to train on; the last strokes are kept"
+                )
             self._pending[pair] = copy
             self._counts[pair] = _class_counts(copy, self.num_classes)
 
@@ -169,8 +184,13 @@ class TrainingSet:
                 train_x.append(x)
                 train_y.append(train)
         self.train_labels = train_y
-        self.sampler = PatchSampler(train_x, train_y, patch_size=self.patch_size,
-                                    labelled_fraction=self.labelled_fraction, rng=self._rng)
+        self.sampler = PatchSampler(
+            train_x,
+            train_y,
+            patch_size=self.patch_size,
+            labelled_fraction=self.labelled_fraction,
+            rng=self._rng,
+        )
         self.validation = validation_crops(val_x, val_y, patch_size=self.patch_size) if val_x else []
         self.training_pixels = int(sum(int(np.count_nonzero(y)) for y in train_y))
         self.validation_pixels = int(sum(int(np.count_nonzero(y)) for _, y in self.validation))

@@ -49,11 +49,23 @@ class SegmentationNetwork(nn.Module):
         self.num_classes = num_classes
 
     @classmethod
-    def build(cls, *, num_classes: int, in_channels: int, encoder: str, pretrained: bool = False,
-              weights_path: str | Path | None = None) -> SegmentationNetwork:
+    def build(
+        cls,
+        *,
+        num_classes: int,
+        in_channels: int,
+        encoder: str,
+        pretrained: bool = False,
+        weights_path: str | Path | None = None,
+    ) -> SegmentationNetwork:
         """The network on a new ``encoder``; see :func:`~napari_deepseg.models.build_model`."""
-        backbone = build_encoder(encoder, in_channels=in_channels, pretrained=pretrained,
-                                 weights_path=weights_path, dilate_last_stage=cls.dilated_encoder)
+        backbone = build_encoder(
+            encoder,
+            in_channels=in_channels,
+            pretrained=pretrained,
+            weights_path=weights_path,
+            dilate_last_stage=cls.dilated_encoder,
+        )
         return cls(backbone, num_classes)
 
     def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
@@ -109,4 +121,4 @@ def crop(x: torch.Tensor, box: CropBox) -> torch.Tensor:
     top, left, height, width = box
     if x.shape[-2:] == (height, width):
         return x
-    return x[..., top:top + height, left:left + width]
+    return x[..., top : top + height, left : left + width]

@@ -118,7 +118,9 @@ def pretrained_state_dict(
                 warnings.warn(
                     f"Pretrained ImageNet weights for the {encoder} encoder are not available offline, so "
                     f"training starts from scratch. To use them, {status.instructions}",
-                    UserWarning, stacklevel=5)  # stacklevel 5 is the caller of build_model
+                    UserWarning,
+                    stacklevel=5,
+                )  # stacklevel 5 is the caller of build_model
             return None
         path = status.found
     return _read_state_dict(path), path

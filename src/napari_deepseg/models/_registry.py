@@ -46,8 +46,9 @@ def register_architecture(
     def decorate(network: Network) -> Network:
         if name in _ARCHITECTURES:
             raise ValueError(f"architecture {name!r} is already registered")
-        _ARCHITECTURES[name] = ArchitectureSpec(name, display_name, tuple(encoders), default_encoder,
-                                                hint, network, default_learning_rate)
+        _ARCHITECTURES[name] = ArchitectureSpec(
+            name, display_name, tuple(encoders), default_encoder, hint, network, default_learning_rate
+        )
         return network
 
     return decorate
@@ -91,8 +92,13 @@ def build_model(
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if in_channels < 1:
         raise ValueError(f"in_channels must be >= 1, got {in_channels}")
-    return spec.network.build(num_classes=num_classes, in_channels=in_channels, encoder=encoder,
-                              pretrained=pretrained, weights_path=weights_path)
+    return spec.network.build(
+        num_classes=num_classes,
+        in_channels=in_channels,
+        encoder=encoder,
+        pretrained=pretrained,
+        weights_path=weights_path,
+    )
 
 
 def _load_builtin_architectures() -> None:

@@ -26,8 +26,15 @@ class SeparableConvBNReLU(nn.Sequential):
 
     def __init__(self, in_channels: int, out_channels: int, dilation: int = 1) -> None:
         super().__init__(
-            nn.Conv2d(in_channels, in_channels, 3, padding=dilation, dilation=dilation,
-                      groups=in_channels, bias=False),
+            nn.Conv2d(
+                in_channels,
+                in_channels,
+                3,
+                padding=dilation,
+                dilation=dilation,
+                groups=in_channels,
+                bias=False,
+            ),
             nn.Conv2d(in_channels, out_channels, 1, bias=False),
             nn.BatchNorm2d(out_channels),
             nn.ReLU(inplace=True),
@@ -48,8 +55,9 @@ class ASPPPooling(nn.Sequential):
 
 
 class ASPP(nn.Module):
-    def __init__(self, in_channels: int, rates: tuple[int, ...] = ASPP_RATES,
-                 out_channels: int = ASPP_CHANNELS) -> None:
+    def __init__(
+        self, in_channels: int, rates: tuple[int, ...] = ASPP_RATES, out_channels: int = ASPP_CHANNELS
+    ) -> None:
         super().__init__()
         branches: list[nn.Module] = [ConvBNReLU(in_channels, out_channels, kernel_size=1)]
         branches += [SeparableConvBNReLU(in_channels, out_channels, rate) for rate in rates]
@@ -65,9 +73,13 @@ class ASPP(nn.Module):
         return projected
 
 
-@register_architecture("deeplabv3plus", display_name="DeepLabv3+", default_encoder="resnet50",
-                       encoders=("resnet50", "resnet34", "resnet101"),
-                       hint="Large, size-varying regions; more context, smoother boundaries, faster.")
+@register_architecture(
+    "deeplabv3plus",
+    display_name="DeepLabv3+",
+    default_encoder="resnet50",
+    encoders=("resnet50", "resnet34", "resnet101"),
+    hint="Large, size-varying regions; more context, smoother boundaries, faster.",
+)
 class DeepLabV3Plus(SegmentationNetwork):
     """DeepLabv3+; the input and output contract is :class:`SegmentationNetwork`'s.
 
@@ -82,7 +94,8 @@ class DeepLabV3Plus(SegmentationNetwork):
         # layer1 (1/4) provides the low-level detail.
         self.low_level_index = encoder.reductions.index(4)
         self.low_level_project = ConvBNReLU(
-            encoder.out_channels[self.low_level_index], LOW_LEVEL_CHANNELS, kernel_size=1)
+            encoder.out_channels[self.low_level_index], LOW_LEVEL_CHANNELS, kernel_size=1
+        )
         self.decoder = nn.Sequential(
             SeparableConvBNReLU(ASPP_CHANNELS + LOW_LEVEL_CHANNELS, ASPP_CHANNELS),
             SeparableConvBNReLU(ASPP_CHANNELS, ASPP_CHANNELS),

@@ -34,8 +34,9 @@ class Encoder(nn.Module):
         Down-sampling factor of each returned feature map relative to the input.
     """
 
-    def __init__(self, stages: list[nn.Module], out_channels: tuple[int, ...],
-                 reductions: tuple[int, ...]) -> None:
+    def __init__(
+        self, stages: list[nn.Module], out_channels: tuple[int, ...], reductions: tuple[int, ...]
+    ) -> None:
         super().__init__()
         self.stages = nn.ModuleList(stages)
         self.out_channels = out_channels
@@ -128,7 +129,7 @@ def build_encoder(
         else:
             state, path = loaded
             prefix = "features."
-            _load(features, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}, path)
+            _load(features, {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}, path)
         features[0] = adapt_first_conv(features[0], in_channels, pretrained=loaded is not None)
         return VGGEncoder(features)
 
@@ -160,8 +161,15 @@ def adapt_first_conv(conv: nn.Conv2d, in_channels: int, *, pretrained: bool) -> 
     """Return ``conv`` for ``in_channels`` inputs: adapted weights if pretrained, else freshly initialised."""
     if conv.in_channels == in_channels:
         return conv
-    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, stride=conv.stride,  # type: ignore[arg-type]
-                    padding=conv.padding, dilation=conv.dilation, bias=conv.bias is not None)  # type: ignore[arg-type]
+    new = nn.Conv2d(
+        in_channels,
+        conv.out_channels,
+        conv.kernel_size,  # type: ignore[arg-type]  # torch types these as tuple[int, ...]
+        stride=conv.stride,  # type: ignore[arg-type]
+        padding=conv.padding,  # type: ignore[arg-type]
+        dilation=conv.dilation,  # type: ignore[arg-type]
+        bias=conv.bias is not None,
+    )
     with torch.no_grad():
         if pretrained:
             new.weight.copy_(adapt_rgb_weight(conv.weight, in_channels))

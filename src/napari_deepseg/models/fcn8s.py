@@ -29,8 +29,9 @@ class BilinearUpsample(nn.ConvTranspose2d):
     """Learned up-sampling by ``scale`` (exactly ``scale`` times the size), initialised to bilinear."""
 
     def __init__(self, channels: int, scale: int) -> None:
-        super().__init__(channels, channels, kernel_size=2 * scale, stride=scale, padding=scale // 2,
-                         bias=False)
+        super().__init__(
+            channels, channels, kernel_size=2 * scale, stride=scale, padding=scale // 2, bias=False
+        )
         with torch.no_grad():
             self.weight.copy_(bilinear_kernel(channels, 2 * scale))
 
@@ -47,9 +48,14 @@ class VGGTop(nn.Sequential):
 
 
 # VGG16 has no BatchNorm: from scratch, Adam at 1e-3 kills its ReLUs and it predicts one class.
-@register_architecture("fcn8s", display_name="FCN-8s", default_encoder="vgg16", default_learning_rate=3e-4,
-                       encoders=("vgg16", "resnet50", "resnet101"),
-                       hint="Simplest and fastest; coarser boundaries.")
+@register_architecture(
+    "fcn8s",
+    display_name="FCN-8s",
+    default_encoder="vgg16",
+    default_learning_rate=3e-4,
+    encoders=("vgg16", "resnet50", "resnet101"),
+    hint="Simplest and fastest; coarser boundaries.",
+)
 class FCN8s(SegmentationNetwork):
     """FCN-8s; the input and output contract is :class:`SegmentationNetwork`'s."""
 

@@ -38,9 +38,13 @@ class DecoderBlock(nn.Module):
         return refined
 
 
-@register_architecture("unet", display_name="U-Net", default_encoder="resnet34",
-                       encoders=("vgg16_bn", "resnet18", "resnet34", "resnet50"),
-                       hint="Fine structures such as nuclei; detailed, the default.")
+@register_architecture(
+    "unet",
+    display_name="U-Net",
+    default_encoder="resnet34",
+    encoders=("vgg16_bn", "resnet18", "resnet34", "resnet50"),
+    hint="Fine structures such as nuclei; detailed, the default.",
+)
 class UNet(SegmentationNetwork):
     """U-Net; the input and output contract is :class:`SegmentationNetwork`'s."""
 
@@ -59,7 +63,8 @@ class UNet(SegmentationNetwork):
         widths = DECODER_CHANNELS[: len(skips)]
         in_widths = (channels[-1], *widths[:-1])
         self.decoder = nn.ModuleList(
-            DecoderBlock(cin, cskip, cout) for cin, cskip, cout in zip(in_widths, skips, widths, strict=True))
+            DecoderBlock(cin, cskip, cout) for cin, cskip, cout in zip(in_widths, skips, widths, strict=True)
+        )
         self.head = nn.Conv2d(widths[-1], num_classes, kernel_size=1)
 
     def decode(self, features: list[torch.Tensor]) -> torch.Tensor:

@@ -47,10 +47,14 @@ class ValidationMetrics:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> ValidationMetrics:
         """The record of :meth:`to_dict`; missing numbers (older histories) read as ``nan``."""
-        return cls(loss=_number(data.get("loss")), error_rate=_number(data.get("error_rate")),
-                   iou=_numbers(data.get("iou")), dice=_numbers(data.get("dice")),
-                   uncertain_fraction=_number(data.get("uncertain_fraction")),
-                   changed_fraction=_number(data.get("changed_fraction")))
+        return cls(
+            loss=_number(data.get("loss")),
+            error_rate=_number(data.get("error_rate")),
+            iou=_numbers(data.get("iou")),
+            dice=_numbers(data.get("dice")),
+            uncertain_fraction=_number(data.get("uncertain_fraction")),
+            changed_fraction=_number(data.get("changed_fraction")),
+        )
 
 
 @dataclass(frozen=True)
@@ -91,13 +95,17 @@ class TrainingProgress:
         ``None``, ``fraction_done`` ``nan``, ``finished`` ``False``; so do fields an older history
         lacks (numbers ``nan``, ``painted_pixels`` empty)."""
         validation = data.get("validation")
-        return cls(iteration=int(data["iteration"]), last_iteration=None, loss=_number(data.get("loss")),
-                   error_rate=_number(data.get("error_rate")),
-                   learning_rate=_number(data.get("learning_rate")),
-                   elapsed_seconds=_number(data.get("elapsed_seconds")),
-                   samples_per_second=_number(data.get("samples_per_second")),
-                   validation=None if validation is None else ValidationMetrics.from_dict(validation),
-                   painted_pixels=tuple(int(n) for n in data.get("painted_pixels") or ()))
+        return cls(
+            iteration=int(data["iteration"]),
+            last_iteration=None,
+            loss=_number(data.get("loss")),
+            error_rate=_number(data.get("error_rate")),
+            learning_rate=_number(data.get("learning_rate")),
+            elapsed_seconds=_number(data.get("elapsed_seconds")),
+            samples_per_second=_number(data.get("samples_per_second")),
+            validation=None if validation is None else ValidationMetrics.from_dict(validation),
+            painted_pixels=tuple(int(n) for n in data.get("painted_pixels") or ()),
+        )
 
 
 _TRANSIENT = ("last_iteration", "fraction_done", "finished")  # about the run, not the model: not stored

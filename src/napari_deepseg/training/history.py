@@ -16,16 +16,37 @@ from typing import Any
 
 from .events import TrainingProgress, ValidationMetrics
 
-__all__ = ["COLUMNS", "SMOOTHING", "Smoother", "describe", "last_validation", "records", "smooth",
-           "write_csv"]
+__all__ = [
+    "COLUMNS",
+    "SMOOTHING",
+    "Smoother",
+    "describe",
+    "last_validation",
+    "records",
+    "smooth",
+    "write_csv",
+]
 
 SMOOTHING = 0.9
 """Weight of the past in the exponential moving average (TensorBoard's default): the smoothed value
 averages roughly the last 1 / (1 - 0.9) = 10 iterations."""
 
-COLUMNS = ("iteration", "loss", "loss_smoothed", "error_rate", "error_rate_smoothed", "learning_rate",
-           "elapsed_seconds", "samples_per_second", "val_loss", "val_error_rate", "val_mean_iou",
-           "val_mean_dice", "val_uncertain_fraction", "val_changed_fraction")
+COLUMNS = (
+    "iteration",
+    "loss",
+    "loss_smoothed",
+    "error_rate",
+    "error_rate_smoothed",
+    "learning_rate",
+    "elapsed_seconds",
+    "samples_per_second",
+    "val_loss",
+    "val_error_rate",
+    "val_mean_iou",
+    "val_mean_dice",
+    "val_uncertain_fraction",
+    "val_changed_fraction",
+)
 """Header of the history CSV, one row per iteration; ``val_*`` cells are empty where the iteration
 was not validated, and every cell is empty where the value is not a finite number."""
 
@@ -91,11 +112,21 @@ def write_csv(path: str | Path, history: Iterable[Mapping[str, Any] | TrainingPr
         writer = csv.writer(f)
         writer.writerow(COLUMNS)
         for r, loss_smoothed, error_smoothed in zip(items, loss, error_rate):
-            values = [r.loss, loss_smoothed, r.error_rate, error_smoothed, r.learning_rate,
-                      r.elapsed_seconds, r.samples_per_second]
+            values = [
+                r.loss,
+                loss_smoothed,
+                r.error_rate,
+                error_smoothed,
+                r.learning_rate,
+                r.elapsed_seconds,
+                r.samples_per_second,
+            ]
             v = r.validation
-            values += [math.nan] * 6 if v is None else [v.loss, v.error_rate, v.mean_iou, v.mean_dice,
-                                                        v.uncertain_fraction, v.changed_fraction]
+            values += (
+                [math.nan] * 6
+                if v is None
+                else [v.loss, v.error_rate, v.mean_iou, v.mean_dice, v.uncertain_fraction, v.changed_fraction]
+            )
             writer.writerow([r.iteration, *map(_cell, values)])
     return Path(path)
 

@@ -75,13 +75,19 @@ class Trainer:
         torch.manual_seed(config.seed)
         self.device = resolve_device(config.device)
         self._dtype = resolve_precision(config.precision, self.device)
-        self.data = TrainingSet(images, labels, config, channel_axis=channel_axis,
-                                normalisation=model.normalisation if model else None,
-                                num_classes=model.num_classes if model else None)
+        self.data = TrainingSet(
+            images,
+            labels,
+            config,
+            channel_axis=channel_axis,
+            normalisation=model.normalisation if model else None,
+            num_classes=model.num_classes if model else None,
+        )
         self.num_classes = self.data.num_classes
         self._augmenter = Augmenter(config.augmentation, rgb=self.data.in_channels == 3)
-        self.model = prepare_model(self.data, config, class_names=class_names, model=model,
-                                   weights_path=weights_path)
+        self.model = prepare_model(
+            self.data, config, class_names=class_names, model=model, weights_path=weights_path
+        )
         self._weights = WeightAverage(self.model, config.ema_decay)  # the optimiser trains its own copy
         self._data_version = -1
         self._class_weights: torch.Tensor | None = None
@@ -167,7 +173,8 @@ class Trainer:
                 if not math.isfinite(loss_value):
                     raise FloatingPointError(
                         f"training diverged at iteration {first + step + 1} (loss is {loss_value}); "
-                        "lower the learning rate or check the image for extreme values")
+                        "lower the learning rate or check the image for extreme values"
+                    )
                 optimizer.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.step(optimizer)
@@ -181,12 +188,18 @@ class Trainer:
                 if self.data.validation and (step % config.validation_interval == 0 or finished):
                     validation = self.validate()
                 record = TrainingProgress(
-                    iteration=first + step, last_iteration=last, loss=loss_value,
+                    iteration=first + step,
+                    last_iteration=last,
+                    loss=loss_value,
                     error_rate=labelled_error_rate(logits.detach(), y),
-                    learning_rate=optimizer.param_groups[0]["lr"], elapsed_seconds=elapsed,
-                    samples_per_second=step * config.batch_size / elapsed, validation=validation,
-                    fraction_done=min(fraction, 1.0), painted_pixels=self.data.painted_pixels,
-                    finished=finished)
+                    learning_rate=optimizer.param_groups[0]["lr"],
+                    elapsed_seconds=elapsed,
+                    samples_per_second=step * config.batch_size / elapsed,
+                    validation=validation,
+                    fraction_done=min(fraction, 1.0),
+                    painted_pixels=self.data.painted_pixels,
+                    finished=finished,
+                )
                 self.model.history.append(record.to_dict())
                 trained += time.perf_counter() - resumed
                 yield record
@@ -206,8 +219,11 @@ class Trainer:
         self.data.apply_updates()
         if self.data.version != self._data_version:
             self._data_version = self.data.version
-            self._class_weights = (class_balancing_weights(self.data.train_labels, self.num_classes)
-                                   .to(self.device) if self.config.class_balancing else None)
+            self._class_weights = (
+                class_balancing_weights(self.data.train_labels, self.num_classes).to(self.device)
+                if self.config.class_balancing
+                else None
+            )
 
     def _batch(self, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
         x_np, y_np = self.data.sampler.sample(self.config.batch_size)
@@ -247,7 +263,11 @@ class Trainer:
         return ValidationMetrics(
             loss=sum(loss * n for loss, n in losses) / max(total, 1),
             error_rate=1.0 - float(confusion.diag().sum()) / total if total else math.nan,
-            iou=iou, dice=dice, uncertain_fraction=uncertain / max(pixels, 1), changed_fraction=changed)
+            iou=iou,
+            dice=dice,
+            uncertain_fraction=uncertain / max(pixels, 1),
+            changed_fraction=changed,
+        )
 
 
 def _fraction(steps: int, seconds: float, config: TrainingConfig, budget: float | None) -> float:

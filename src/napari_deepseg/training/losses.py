@@ -11,8 +11,9 @@ import torch
 import torch.nn.functional as F
 
 
-def sparse_cross_entropy(logits: torch.Tensor, labels: torch.Tensor,
-                         class_weights: torch.Tensor | None = None) -> torch.Tensor:
+def sparse_cross_entropy(
+    logits: torch.Tensor, labels: torch.Tensor, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean cross-entropy over labelled pixels; exactly 0 (with a graph) when none is labelled."""
     target = labels - 1  # unlabelled -> -1, ignored
     if not bool((target >= 0).any()):
@@ -70,7 +71,7 @@ def class_balancing_weights(labels: list, num_classes: int) -> torch.Tensor:
     counts = torch.zeros(num_classes, dtype=torch.float64)
     for lab in labels:
         binc = torch.bincount(torch.as_tensor(lab).reshape(-1), minlength=num_classes + 1)
-        counts += binc[1:num_classes + 1].double()
+        counts += binc[1 : num_classes + 1].double()
     present = counts > 0
     weights = torch.zeros(num_classes, dtype=torch.float64)
     weights[present] = counts[present].sum() / counts[present]
@@ -78,8 +79,16 @@ def class_balancing_weights(labels: list, num_classes: int) -> torch.Tensor:
     return weights.float()
 
 
-def crf_loss(logits: torch.Tensor, image: torch.Tensor, *, kernel: int = 5, dilation: int = 2,
-             downsample: int = 2, sigma_intensity: float = 0.5, sigma_xy: float = 4.0) -> torch.Tensor:
+def crf_loss(
+    logits: torch.Tensor,
+    image: torch.Tensor,
+    *,
+    kernel: int = 5,
+    dilation: int = 2,
+    downsample: int = 2,
+    sigma_intensity: float = 0.5,
+    sigma_xy: float = 4.0,
+) -> torch.Tensor:
     """Potts / CRF loss on every pixel (Tang et al., ECCV 2018; local window as in Obukhov et al.
     2019, "Gated CRF Loss"): neighbours that look alike should share a class.
 

@@ -18,25 +18,45 @@ from ..segmentation_model import SegmentationModel
 FINAL_LR_FACTOR = 0.02  # the cosine schedule ends at this share of the peak learning rate
 
 
-def prepare_model(data: TrainingSet, config: TrainingConfig, *, class_names: Sequence[str] | None,
-                  model: SegmentationModel | None, weights_path: str | None) -> SegmentationModel:
+def prepare_model(
+    data: TrainingSet,
+    config: TrainingConfig,
+    *,
+    class_names: Sequence[str] | None,
+    model: SegmentationModel | None,
+    weights_path: str | None,
+) -> SegmentationModel:
     """The model to train: ``model`` continued (its architecture, classes and normalisation kept),
     else a new one built for ``data``'s channels and classes. Its stored config is the run's."""
     if class_names is not None and len(class_names) != data.num_classes:
         raise ValueError(
-            f"{len(class_names)} class names given but the labels have {data.num_classes} classes")
+            f"{len(class_names)} class names given but the labels have {data.num_classes} classes"
+        )
     if model is None:
         encoder = config.encoder or architecture_spec(config.architecture).default_encoder
-        module = build_model(config.architecture, num_classes=data.num_classes, in_channels=data.in_channels,
-                             encoder=encoder, pretrained=config.pretrained, weights_path=weights_path)
-        model = SegmentationModel(module, architecture=config.architecture, encoder=encoder,
-                                  num_classes=data.num_classes, normalisation=data.normalisation,
-                                  class_names=class_names, config=config)
+        module = build_model(
+            config.architecture,
+            num_classes=data.num_classes,
+            in_channels=data.in_channels,
+            encoder=encoder,
+            pretrained=config.pretrained,
+            weights_path=weights_path,
+        )
+        model = SegmentationModel(
+            module,
+            architecture=config.architecture,
+            encoder=encoder,
+            num_classes=data.num_classes,
+            normalisation=data.normalisation,
+            class_names=class_names,
+            config=config,
+        )
     if class_names is not None:
         model.class_names = tuple(class_names)
     # A continued model keeps its normalisation; the stored config says so too.
-    model.config = config.replace(architecture=model.architecture, encoder=model.encoder,
-                                  normalisation=model.normalisation.mode)
+    model.config = config.replace(
+        architecture=model.architecture, encoder=model.encoder, normalisation=model.normalisation.mode
+    )
     return model
 
 
@@ -46,8 +66,9 @@ class WeightAverage:
 
     def __init__(self, model: SegmentationModel, decay: float) -> None:
         self.trained = copy.deepcopy(model.module) if decay else model.module
-        self._average = (AveragedModel(self.trained, multi_avg_fn=ema_update(decay), use_buffers=True)
-                         if decay else None)
+        self._average = (
+            AveragedModel(self.trained, multi_avg_fn=ema_update(decay), use_buffers=True) if decay else None
+        )
         if self._average is not None:
             model.module = self._average.module
         model.module.eval()  # the averaged copy is never trained: batch statistics come from training
@@ -119,6 +140,7 @@ def make_optimizer(module: torch.nn.Module, config: TrainingConfig, lr: float) -
     if config.optimizer is Optimizer.ADAMW:
         return torch.optim.AdamW(params, lr=lr, weight_decay=config.weight_decay, fused=fused)
     if config.optimizer is Optimizer.SGD:
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay,
-                               fused=fused)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=0.9, nesterov=True, weight_decay=config.weight_decay, fused=fused
+        )
     return torch.optim.Adam(params, lr=lr, weight_decay=config.weight_decay, fused=fused)
