@@ -293,11 +293,19 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"cannot store {type(value).__name__}")
 
 
+# The A/B options: TrainingConfig fields, and AugmentationConfig fields set over its defaults.
+TRAINING_OPTIONS = ("encoder", "regularisation_weight", "ema_decay", "normalisation", "iterations")
+AUGMENTATION_OPTIONS = ("gamma", "overexposure")
+
+
+def _set_options(args: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
 def training_options(args: Any) -> dict[str, Any]:
     """The TrainingConfig fields set on the command line (the A/B options)."""
-    names = ("encoder", "regularisation_weight", "ema_decay", "normalisation", "iterations")
-    options = {n: getattr(args, n) for n in names if getattr(args, n) is not None}
-    augmentation = {n: getattr(args, n) for n in ("gamma", "overexposure") if getattr(args, n) is not None}
+    options = _set_options(args, TRAINING_OPTIONS)
+    augmentation = _set_options(args, AUGMENTATION_OPTIONS)
     if augmentation:  # TrainingConfig turns the dict into an AugmentationConfig over the defaults
         options["augmentation"] = dict(asdict(AugmentationConfig()), **augmentation)
     return options
@@ -307,16 +315,8 @@ def tag_for(args: Any) -> str:
     """``--tag``, else one made from the options, so A/B cells never share a key."""
     if args.tag:
         return args.tag
-    names = (
-        "encoder",
-        "regularisation_weight",
-        "ema_decay",
-        "normalisation",
-        "iterations",
-        "gamma",
-        "overexposure",
-    )
-    return ",".join(f"{n}={getattr(args, n)}" for n in names if getattr(args, n) is not None)
+    options = _set_options(args, TRAINING_OPTIONS + AUGMENTATION_OPTIONS)
+    return ",".join(f"{n}={v}" for n, v in options.items())
 
 
 def add_data_options(parser: Any, name: str) -> None:

@@ -12,6 +12,7 @@ from magicgui.widgets import ComboBox, Container, Label, PushButton, create_widg
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QSizePolicy
 
+from ..data.layout import channel_axis_from_labels
 from . import layers as layer_io
 from ._form import compact
 
@@ -23,7 +24,7 @@ def _fits(image: Any, labels: Any) -> bool:
     shape = tuple(layer_io.layer_array(image).shape)
     shape = shape[:-1] if getattr(image, "rgb", False) else shape
     lab = tuple(layer_io.layer_array(labels).shape)
-    return lab == shape or layer_io.infer_channel_axis(shape, lab) is not None
+    return lab == shape or channel_axis_from_labels(shape, lab) is not None
 
 
 class PairRow(Container):

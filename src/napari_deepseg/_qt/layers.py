@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..data.layout import channel_axis_from_labels as infer_channel_axis
+from ..data.layout import channel_axis_from_labels
 
 if TYPE_CHECKING:
     import napari
@@ -80,7 +80,7 @@ def copy_image(
         return ImageCopy(array, True, None)
     axis = channel_axis
     if axis is None and labels_shape is not None:
-        axis = infer_channel_axis(tuple(array.shape), tuple(labels_shape))
+        axis = channel_axis_from_labels(tuple(array.shape), tuple(labels_shape))
     if axis is None:
         return ImageCopy(array, False, None)
     if not -array.ndim <= axis < array.ndim or array.ndim < 3:

@@ -15,7 +15,6 @@ from torchvision.models.resnet import BasicBlock, ResNet
 from torchvision.models.vgg import cfgs, make_layers
 
 from ._pretrained import IMAGENET_WEIGHTS, check_encoder, pretrained_state_dict
-from ._pretrained import weights_cache_paths as weights_cache_paths  # until _qt/_train_controls.py switches
 
 ENCODERS: tuple[str, ...] = tuple(IMAGENET_WEIGHTS)  # every encoder has ImageNet weights
 
