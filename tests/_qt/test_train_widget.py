@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -315,7 +317,7 @@ def test_stacks_rgb_and_multichannel_images(make_napari_viewer, qtbot, errors, k
 
 def test_settings_round_trip_and_architecture_hints(make_napari_viewer, monkeypatch):
     from napari_deepseg._qt import _train_controls
-    from napari_deepseg.models import architecture_spec
+    from napari_deepseg.models import architecture_spec, pretrained_weights_status
 
     widget = TrainWidget(make_napari_viewer())
     config = TrainingConfig(
@@ -383,7 +385,11 @@ def test_settings_round_trip_and_architecture_hints(make_napari_viewer, monkeypa
     spin.interpretText()
     assert widget.config().learning_rate == pytest.approx(3e-5)
 
-    monkeypatch.setattr(_train_controls, "pretrained_weights_available", lambda name: name == "resnet50")
+    def only_resnet50_cached(name):
+        status = pretrained_weights_status(name)
+        return dataclasses.replace(status, found=status.expected_path if name == "resnet50" else None)
+
+    monkeypatch.setattr(_train_controls, "pretrained_weights_status", only_resnet50_cached)
     widget.set_config(architecture="unet", pretrained=True)  # its default encoder: no weights offline here
     box, default = controls.pretrained_checkbox, architecture_spec("unet").default_encoder
     assert default != "resnet50" and widget.config().encoder == default
