@@ -8,9 +8,9 @@ from unittest.mock import patch
 import numpy as np
 import pytest
 import torch
+from napari.utils import notifications
 
 from napari_deepseg import TrainingConfig, apply_threshold, sample_data
-from napari_deepseg._qt import predict_widget as pw
 from napari_deepseg._qt._session import model_store
 from napari_deepseg._qt.predict_widget import PredictWidget
 from napari_deepseg.prediction import CompactProbabilities
@@ -59,7 +59,7 @@ def viewer_and_widget(make_napari_viewer, store):
 
 @pytest.fixture
 def errors():
-    with patch.object(pw, "show_error") as show_error:
+    with patch.object(notifications, "show_error") as show_error:  # the widget and its dialogs
         yield show_error
 
 

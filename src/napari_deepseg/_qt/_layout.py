@@ -1,11 +1,11 @@
-"""Two sizing helpers that keep a tall settings form and a plot usable in one napari dock."""
+"""Sizing helpers that keep a tall settings form and a plot usable in one napari dock, and a row."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from qtpy.QtCore import QEvent, QSize, Qt
-from qtpy.QtWidgets import QFrame, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QFrame, QHBoxLayout, QScrollArea, QSizePolicy, QVBoxLayout, QWidget
 
 
 class FittingScrollArea(QScrollArea):
@@ -57,3 +57,13 @@ class YieldingBox(QWidget):
 
     def sizeHint(self) -> QSize:  # noqa: N802 (Qt override)
         return QSize(super().sizeHint().width(), self.minimumSizeHint().height())
+
+
+def row(*widgets: QWidget) -> QWidget:
+    """``widgets`` side by side, without margins."""
+    box = QWidget()
+    layout = QHBoxLayout(box)
+    layout.setContentsMargins(0, 0, 0, 0)
+    for widget in widgets:
+        layout.addWidget(widget)
+    return box

@@ -82,3 +82,17 @@ def training_colormap(viewer: Any, model: SegmentationModel) -> DirectLabelColor
 def _align(layer: Any, image: Image) -> None:
     if layer.ndim == image.ndim:  # overlay exactly, whatever the image's scale and offset
         layer.scale, layer.translate = image.scale, image.translate
+
+
+def hide_training_preview(viewer: Any, image: Image) -> str | None:
+    """Hide the Train widget's visible preview of ``image`` (found as it finds it); its name or None."""
+    for layer in viewer.layers:
+        if (
+            isinstance(layer, Labels)
+            and layer_io.is_preview(layer)
+            and layer.visible
+            and layer.name == f"{image.name} preview"
+        ):
+            layer.visible = False
+            return str(layer.name)
+    return None

@@ -80,7 +80,7 @@ class RunHolder:
 
 def drive(job: Any) -> Any:
     torch.set_num_threads(worker_thread_count())
-    yield from job  # a generator function, as napari's create_worker requires
+    yield from job  # a generator function, as superqt's create_worker requires to make a GeneratorWorker
 
 
 def shutdown(holder: RunHolder, *_: Any) -> None:

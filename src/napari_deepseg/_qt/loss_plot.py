@@ -21,6 +21,7 @@ from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMenu, QToolButton, QVBoxLayout, QWidget
 
 from ..training import history
+from ._plot_theme import color_figure, plot_colors
 
 if TYPE_CHECKING:
     import napari
@@ -32,8 +33,6 @@ __all__ = ["LossPlot"]
 
 LOSS, ERROR_RATE = "Loss", "Error rate"
 REDRAW_INTERVAL_MS = 100  # at most ~10 redraws per second
-# Curve colours per theme type: napari's own accents are too dim on its dark background.
-_CURVE = {"dark": ("#6ea8fe", "#f0b429"), "light": ("#1f5fbf", "#b86e00")}
 
 
 class LossPlot(QWidget):
@@ -255,25 +254,10 @@ class LossPlot(QWidget):
 
     def apply_theme(self, name: str) -> None:
         """Colour the figure like napari's theme ``name`` (unknown names fall back to "dark")."""
-        from napari.utils.theme import get_theme
-
-        try:
-            theme = get_theme(name)
-        except ValueError:
-            theme = get_theme("dark")
-        background, text, grid = (theme.background.as_hex(), theme.text.as_hex(), theme.highlight.as_hex())
-        curve, marker = _CURVE["light" if theme.type == "light" else "dark"]
-        self._text_color = text
-        self.figure.set_facecolor(background)
-        self.axes.set_facecolor(background)
-        self.val_axes.set_facecolor("none")
-        for ax in (self.axes, self.val_axes):
-            for spine in ax.spines.values():
-                spine.set_color(grid)
-            ax.tick_params(colors=text, which="both", labelsize=8)
-            ax.yaxis.label.set_color(text)
-        self.axes.xaxis.label.set_color(text)
-        self.axes.grid(True, color=grid, lw=0.5, alpha=0.5)
+        colors = plot_colors(name)
+        self._text_color = colors.text
+        color_figure(self.figure, (self.axes, self.val_axes), colors)
+        curve, marker = colors.curve, colors.marker
         for line, color in (
             (self.raw_line, curve),
             (self.smooth_line, curve),
@@ -281,7 +265,7 @@ class LossPlot(QWidget):
             (self.stability_line, marker),
         ):
             line.set_color(color)
-        self._placeholder.set_color(text)
+        self._placeholder.set_color(colors.text)
         self._style_legend()
         self.canvas.draw_idle()
 

@@ -13,28 +13,27 @@ from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels, Layer
-from napari.qt.threading import create_worker
-from napari.utils.notifications import notification_manager, show_error, show_info
+from napari.utils import notifications
 from qtpy.QtCore import Qt, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QFormLayout,
-    QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
     QSlider,
     QWidget,
 )
-from superqt.utils import FunctionWorker
+from superqt.utils import FunctionWorker, create_worker
 
-from ..model_file import ModelFileError
 from ..prediction import CompactProbabilities, apply_threshold
 from ..segmentation_model import SegmentationModel
 from . import _results
 from . import layers as layer_io
+from ._image_picker import ImagePicker
+from ._layout import row
+from ._model_dialogs import ask_load_path, load_model_file
 from ._predict_job import error_text, model_text, predict_image, result_text
 from ._session import model_store
 from ._uncertainty import PredictionUncertainty
@@ -59,7 +58,6 @@ class PredictWidget(QWidget):
         self._store = model_store()
         self._model_names: list[str] = []
         self._known_models: dict[str, SegmentationModel | None] = {}
-        self._image_layers: list[Image] = []
         self._stop = threading.Event()
         self.worker: FunctionWorker | None = None
         self.result_layer: Labels | None = None
@@ -70,10 +68,10 @@ class PredictWidget(QWidget):
         self.model_info = QLabel()
         self.model_info.setWordWrap(True)
         self.model_info.setTextInteractionFlags(Qt.TextSelectableByMouse)
-        self.image_combo = QComboBox()
-        for combo in (self.model_combo, self.image_combo):  # long layer names must not widen the dock
-            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-            combo.setMinimumContentsLength(12)
+        self.images = ImagePicker(napari_viewer)
+        self.image_combo = self.images.combo
+        self.model_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.model_combo.setMinimumContentsLength(12)  # long model names must not widen the dock
         self.threshold_slider = QSlider(Qt.Horizontal)
         self.threshold_slider.setRange(0, 100)  # percent; starts at 0: every pixel gets a class
         self.threshold_label = QLabel("0 %")
@@ -95,13 +93,13 @@ class PredictWidget(QWidget):
         self.status_label.setWordWrap(True)
 
         layout = QFormLayout(self)
-        layout.addRow("Model", _row(self.model_combo, self.load_button))
+        layout.addRow("Model", row(self.model_combo, self.load_button))
         layout.addRow(self.model_info)
         layout.addRow("Image", self.image_combo)
-        layout.addRow("Min. probability", _row(self.threshold_slider, self.threshold_label))
+        layout.addRow("Min. probability", row(self.threshold_slider, self.threshold_label))
         layout.addRow(self.probabilities_checkbox)
         layout.addRow(self.uncertainty)
-        layout.addRow(_row(self.predict_button, self.cancel_button))
+        layout.addRow(row(self.predict_button, self.cancel_button))
         layout.addRow(self.progress_bar)
         layout.addRow(self.status_label)
 
@@ -112,14 +110,7 @@ class PredictWidget(QWidget):
         self.cancel_button.clicked.connect(self.cancel)
         self._progress.connect(self._on_progress)
         self._store.changed.connect(self._refresh_models)
-        layers = napari_viewer.layers
-        layers.events.inserted.connect(self._on_layer_inserted)
-        layers.events.removed.connect(self._refresh_images)
-        layers.events.moved.connect(self._refresh_images)
-        for layer in layers:
-            layer.events.name.connect(self._refresh_images)
         self._refresh_models()
-        self._refresh_images()
 
     # ---- models -------------------------------------------------------------------------------
     @property
@@ -153,48 +144,19 @@ class PredictWidget(QWidget):
         self.model_info.setToolTip(model.summary() if model is not None else "")
 
     def _ask_model_file(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(
-            self, "Load a napari-deepseg model", "", "napari-deepseg models (*.safetensors);;All files (*)"
-        )
-        if path:
+        if path := ask_load_path(self):
             self.load_model(path)
 
     def load_model(self, path: str | Path) -> SegmentationModel | None:
         """Load a model file, publish it under its file name and select it; None (and a
         notification) when the file cannot be used."""
-        try:
-            model = SegmentationModel.load(path)
-        except (ModelFileError, OSError) as err:
-            show_error(
-                f"Could not load the model: {err}. Choose a .safetensors file saved by "
-                "napari-deepseg (Train widget or `napari-deepseg train`)."
-            )
+        model = load_model_file(path)
+        if model is None:
             return None
         name = Path(path).name
         self._store.publish(name, model)
         self.model_combo.setCurrentIndex(self._model_names.index(name))
         return model
-
-    # ---- images -------------------------------------------------------------------------------
-    def _on_layer_inserted(self, event: Any) -> None:
-        event.value.events.name.connect(self._refresh_images)
-        self._refresh_images()
-
-    def _refresh_images(self, *_: Any) -> None:
-        current = self._selected_image()
-        self._image_layers = [
-            la for la in self._viewer.layers if isinstance(la, Image) and not layer_io.is_preview(la)
-        ]
-        self.image_combo.blockSignals(True)
-        self.image_combo.clear()
-        self.image_combo.addItems([la.name for la in self._image_layers])
-        if current in self._image_layers:
-            self.image_combo.setCurrentIndex(self._image_layers.index(current))
-        self.image_combo.blockSignals(False)
-
-    def _selected_image(self) -> Image | None:
-        index = self.image_combo.currentIndex()
-        return self._image_layers[index] if 0 <= index < len(self._image_layers) else None
 
     # ---- prediction ---------------------------------------------------------------------------
     @property
@@ -205,7 +167,7 @@ class PredictWidget(QWidget):
         """Predict the selected (or given) image layer in a worker; results arrive asynchronously."""
         if self.cancel_button.isEnabled():  # a prediction is running
             return None
-        layer = image_layer if image_layer is not None else self._selected_image()
+        layer = image_layer if image_layer is not None else self.images.selected()
         model = self.model
         if model is None:
             return self._fail(
@@ -233,7 +195,6 @@ class PredictWidget(QWidget):
             self._progress.emit,
             self._stop.is_set,
             _start_thread=False,
-            _worker_class=FunctionWorker,  # errors reported once, by _on_errored
             _connect={"errored": self._on_errored, "finished": partial(self._set_busy, False)},
         )
         self.worker.returned.connect(lambda result: self._on_returned(layer, model, *result))
@@ -264,18 +225,18 @@ class PredictWidget(QWidget):
         self.progress_bar.setValue(done)
 
     def _fail(self, message: str) -> None:
-        show_error(message)
+        notifications.show_error(message)
         self.prediction_failed.emit(message)
 
     def _on_errored(self, error: BaseException) -> None:
         self._set_busy(False)
         if isinstance(error, InterruptedError):
-            show_info("Prediction cancelled.")
+            notifications.show_info("Prediction cancelled.")
             self.prediction_failed.emit("cancelled")
         elif (message := error_text(error)) is not None:
             self._fail(message)
         else:  # unexpected: full traceback in napari's notification
-            notification_manager.receive_error(type(error), error, error.__traceback__)
+            notifications.notification_manager.receive_error(type(error), error, error.__traceback__)
             self.prediction_failed.emit(f"{type(error).__name__}: {error}")
 
     def _on_returned(
@@ -293,7 +254,9 @@ class PredictWidget(QWidget):
             self._viewer, image, model, apply_threshold(compact, self.min_probability)
         )
         self.uncertainty.set_result(image, self.result_layer, compact)
-        hidden = _hide_training_preview(self._viewer, image)  # else it shows through unclassified pixels
+        hidden = _results.hide_training_preview(
+            self._viewer, image
+        )  # else it shows through unclassified pixels
         self.status_label.setText(result_text(image.name, self.result_layer.name, hidden))
         self.prediction_finished.emit(self.result_layer)
 
@@ -306,26 +269,3 @@ class PredictWidget(QWidget):
             return
         if layer.data.shape == compact.shape:  # the user may have replaced the data
             layer.data = apply_threshold(compact, value / 100)
-
-
-def _hide_training_preview(viewer: Any, image: Image) -> str | None:
-    """Hide the Train widget's visible preview of ``image`` (found as it finds it); its name or None."""
-    for layer in viewer.layers:
-        if (
-            isinstance(layer, Labels)
-            and layer_io.is_preview(layer)
-            and layer.visible
-            and layer.name == f"{image.name} preview"
-        ):
-            layer.visible = False
-            return str(layer.name)
-    return None
-
-
-def _row(*widgets: QWidget) -> QWidget:
-    row = QWidget()
-    layout = QHBoxLayout(row)
-    layout.setContentsMargins(0, 0, 0, 0)
-    for widget in widgets:
-        layout.addWidget(widget)
-    return row

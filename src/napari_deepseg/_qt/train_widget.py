@@ -12,17 +12,19 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari.qt.threading import create_worker
 from napari.utils import notifications, progress
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QFileDialog, QGridLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
+from superqt.utils import create_worker
 
 from .. import SegmentationModel, TrainingConfig
 from ..models import architecture_spec
 from ._layout import FittingScrollArea, YieldingBox
 from ._live_labels import LiveLabels
+from ._model_dialogs import ask_load_path, ask_save_path, load_model_file, save_model_file
 from ._pairs import PairsEditor
 from ._preview_job import PreviewSettings
+from ._run_buttons import RunButtons
 from ._session import model_store
 from ._train_controls import TrainControls
 from ._train_job import Started, Step, gather_inputs, model_name, training_job
@@ -61,34 +63,29 @@ class TrainWidget(QWidget):
         self.uncertainty_checkbox = self.preview.uncertainty_checkbox
         self.where_button = self.preview.where_button
 
-        self.start_button = _button("Start", self.start, "Train a new model on the pairs above")
-        self.pause_button = _button("Pause", self.toggle_pause)
-        self.stop_button = _button("Stop", self.stop, "Stop after this iteration; the model so far is kept")
-        self.continue_button = _button(
-            "Continue", self.continue_training, "Train the current model further, until 'Stop after' says"
+        self.buttons = RunButtons(
+            start=self.start,
+            pause=self.toggle_pause,
+            stop=self.stop,
+            resume_training=self.continue_training,
+            save=self._save_dialog,
+            load=self._load_dialog,
         )
-        self.save_button = _button("Save…", self._save_dialog)
-        self.load_button = _button("Load…", self._load_dialog, "Load a saved model to continue training it")
+        buttons = self.buttons  # the names the tests and scripts use
+        self.start_button, self.pause_button, self.stop_button = buttons.start, buttons.pause, buttons.stop
+        self.continue_button, self.save_button, self.load_button = (
+            buttons.continue_,
+            buttons.save,
+            buttons.load,
+        )
         self.status_label = QLabel("Paint strokes of at least two classes, then Start.")
         self.status_label.setWordWrap(True)
         self.plot = LossPlot(napari_viewer, parent=self)
 
-        buttons = QGridLayout()
-        for i, button in enumerate(
-            (
-                self.start_button,
-                self.pause_button,
-                self.stop_button,
-                self.continue_button,
-                self.save_button,
-                self.load_button,
-            )
-        ):
-            buttons.addWidget(button, i // 3, i % 3)
         layout = QVBoxLayout(self)  # "Advanced" open must not outgrow the window: the settings scroll
         pairs_title = QLabel("<b>Training pairs</b>")
         layout.addWidget(FittingScrollArea(pairs_title, self.pairs_editor.native, self.controls))
-        layout.addLayout(buttons)
+        layout.addWidget(self.buttons)
         layout.addWidget(self.preview)
         layout.addWidget(self.status_label)
         layout.addWidget(YieldingBox(self.plot), 1)
@@ -188,11 +185,11 @@ class TrainWidget(QWidget):
         """Pause after the current iteration, or resume a paused run."""
         if self.worker is None:
             return
-        self.pause_button.setEnabled(False)  # until the worker confirms
         if self.worker.is_paused:
+            self.pause_button.setEnabled(False)  # until the worker confirms
             self.worker.resume()
         else:
-            self.pause_button.setText("Pausing…")
+            self.buttons.pausing()
             self.worker.pause()
 
     def stop(self) -> None:
@@ -201,8 +198,7 @@ class TrainWidget(QWidget):
         if run is None:
             return
         run.request_stop()
-        self.stop_button.setEnabled(False)
-        self.pause_button.setEnabled(False)
+        self.buttons.stopping()
         self.status_label.setText("Stopping…")
 
     # ------------------------------------------------------- worker signals
@@ -229,16 +225,12 @@ class TrainWidget(QWidget):
             run.error = error
 
     def _on_paused(self) -> None:
-        self.pause_button.setText("Resume")
-        self.pause_button.setEnabled(True)
-        self.save_button.setEnabled(self.model is not None)
+        self.buttons.paused(self.model is not None)
         self.plot.flush()
         self.status_label.setText(f"Paused at iteration {self.model.iterations_trained if self.model else 0}")
 
     def _on_resumed(self) -> None:
-        self.pause_button.setText("Pause")
-        self.pause_button.setEnabled(True)
-        self.save_button.setEnabled(False)
+        self.buttons.resumed()
 
     def _on_finished(self) -> None:
         run, self._holder.run = self._holder.run, None
@@ -267,26 +259,15 @@ class TrainWidget(QWidget):
         if self.worker is not None and not self.worker.is_paused:
             notifications.show_warning("Pause or stop the training before saving the model.")
             return None
-        try:
-            saved = self.model.save(path)
-        except (OSError, ValueError) as err:
-            text = str(err) if str(path) in str(err) else f"could not save the model to '{path}': {err}"
-            notifications.show_error(text[:1].upper() + text[1:])
-            return None
-        notifications.show_info(f"Model saved to {saved}")
-        return saved
+        return save_model_file(self.model, path)
 
     def load_model(self, path: str | Path) -> SegmentationModel | None:
         """Load a model file to continue training it; ``None`` (and a notification) when that fails."""
         if self.worker is not None:
             notifications.show_warning("Stop the training before loading a model.")
             return None
-        try:
-            model = SegmentationModel.load(path)
-        except (OSError, ValueError) as err:
-            notifications.show_error(
-                f"Could not load '{path}': {err}. Choose a model file saved by napari-deepseg (.safetensors)."
-            )
+        model = load_model_file(path)
+        if model is None:
             return None
         self.model = model
         # A file from before per-image normalisation and averaged weights says "dataset" / 0: that is
@@ -302,33 +283,15 @@ class TrainWidget(QWidget):
         return model
 
     def _save_dialog(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Save model", "model.safetensors", "napari-deepseg model (*.safetensors)"
-        )
-        if path:
+        if path := ask_save_path(self):
             self.save_model(path)
 
     def _load_dialog(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "Load model", "", "napari-deepseg model (*.safetensors)")
-        if path:
+        if path := ask_load_path(self):
             self.load_model(path)
 
     # ------------------------------------------------------------------ state
     def _set_running(self, running: bool) -> None:
-        idle, has_model = not running, self.model is not None
-        self.pairs_editor.set_enabled(idle)
-        self.controls.set_enabled(idle)
-        self.start_button.setEnabled(idle)
-        self.continue_button.setEnabled(idle and has_model)
-        self.save_button.setEnabled(idle and has_model)
-        self.load_button.setEnabled(idle)
-        self.pause_button.setEnabled(running)
-        self.pause_button.setText("Pause")
-        self.stop_button.setEnabled(running)
-
-
-def _button(text: str, slot: Any, tooltip: str = "") -> QPushButton:
-    button = QPushButton(text)
-    button.setToolTip(tooltip)
-    button.clicked.connect(slot)
-    return button
+        self.pairs_editor.set_enabled(not running)
+        self.controls.set_enabled(not running)
+        self.buttons.set_running(running, self.model is not None)
