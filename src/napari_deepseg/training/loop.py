@@ -7,28 +7,30 @@ leaves ``trainer.model`` as it was after the last finished iteration.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Iterator, Sequence
+from functools import partial
 from typing import Any
 
 import torch
 
-from .._device import autocast, eval_mode, resolve_device, resolve_precision, use_channels_last
+from .._device import autocast, resolve_device, resolve_precision, use_channels_last
 from ..config import Loss, TrainingConfig
 from ..data import Augmenter
 from ..data.training_set import TrainingSet
 from ..segmentation_model import SegmentationModel
 from .events import TrainingProgress, ValidationMetrics
+from .guard import IterationGuard
 from .losses import (
     class_balancing_weights,
-    confusion_matrix,
     crf_loss,
-    iou_and_dice,
     labelled_error_rate,
     sparse_cross_entropy,
     sparse_dice_loss,
 )
 from .setup import LearningRateSchedule, WeightAverage, effective_learning_rate, make_optimizer, prepare_model
+from .validation import Predictions, validation_metrics
 
 
 class Trainer:
@@ -91,7 +93,8 @@ class Trainer:
         self._weights = WeightAverage(self.model, config.ema_decay)  # the optimiser trains its own copy
         self._data_version = -1
         self._class_weights: torch.Tensor | None = None
-        self._last_predictions: tuple[int, list[torch.Tensor]] | None = None
+        self._last_predictions: Predictions | None = None
+        self._stop = threading.Event()
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -152,9 +155,10 @@ class Trainer:
         trained, resumed = 0.0, time.perf_counter()
         step = 0
         module.train()
+        guard = IterationGuard(module, self._stop, config, self.device)
         self.model.training_in_progress = True
         try:
-            while True:
+            while not self._stop.is_set():
                 self._sync_data()
                 elapsed = trained + time.perf_counter() - resumed
                 # The learning rate for this step: where the run will be when it ends.
@@ -162,36 +166,24 @@ class Trainer:
                 for group in optimizer.param_groups:
                     group["lr"] = peak_lr * schedule(step, _fraction(step + 1, ahead, config, budget))
                 x, y = self._batch(channels_last)
-                with autocast(self.device, self._dtype):
-                    logits = module(x)
-                loss = sparse_cross_entropy(logits, y, self._class_weights)
-                if config.loss is Loss.CROSS_ENTROPY_DICE:
-                    loss = loss + config.dice_weight * sparse_dice_loss(logits, y)
-                if config.regularisation_weight:
-                    loss = loss + config.regularisation_weight * crf_loss(logits, x)
-                loss_value = float(loss.detach())
-                if not math.isfinite(loss_value):
-                    raise FloatingPointError(
-                        f"training diverged at iteration {first + step + 1} (loss is {loss_value}); "
-                        "lower the learning rate or check the image for extreme values"
-                    )
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.step(optimizer)
-                scaler.update()
-                self._weights.update()
+                number = first + step + 1
+                outcome = guard.run(number, partial(self._iterate, module, optimizer, scaler, guard, x, y))
+                if outcome is None:  # stopped mid-iteration
+                    return
+                logits, loss_value = outcome
                 step += 1
                 elapsed = trained + time.perf_counter() - resumed
                 fraction = _fraction(step, elapsed, config, budget)
                 finished = fraction >= 1.0
                 validation = None
-                if self.data.validation and (step % config.validation_interval == 0 or finished):
+                due = step % config.validation_interval == 0 or finished
+                if self.data.validation and due and not self._stop.is_set():  # a stop skips it
                     validation = self.validate()
                 record = TrainingProgress(
                     iteration=first + step,
                     last_iteration=last,
                     loss=loss_value,
-                    error_rate=labelled_error_rate(logits.detach(), y),
+                    error_rate=labelled_error_rate(logits, y),
                     learning_rate=optimizer.param_groups[0]["lr"],
                     elapsed_seconds=elapsed,
                     samples_per_second=step * config.batch_size / elapsed,
@@ -207,12 +199,51 @@ class Trainer:
                 if finished:
                     return
         finally:
+            guard.remove()
+            self._stop.clear()
             self.model.training_in_progress = False
             module.eval()
             self.model.module.eval()
             if channels_last:
                 module.to(memory_format=torch.contiguous_format)
                 self.model.module.to(memory_format=torch.contiguous_format)
+
+    def request_stop(self) -> None:
+        """End the run in progress within a fraction of a second; callable from any thread.
+
+        The iteration under way is abandoned between two layers (forward or backward pass) and
+        its step is not applied; :meth:`run` returns without another record, and the model keeps
+        the weights of its last finished iteration. A request while no run is in progress holds
+        for the next one.
+        """
+        self._stop.set()
+
+    def _iterate(
+        self,
+        module: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        guard: IterationGuard,
+        x: torch.Tensor,
+        y: torch.Tensor,
+    ) -> tuple[torch.Tensor, float]:
+        """Forward pass, loss, backward pass and optimiser step; the logits (detached) and loss."""
+        with autocast(self.device, self._dtype):
+            logits = module(x)
+        loss = sparse_cross_entropy(logits, y, self._class_weights)
+        if self.config.loss is Loss.CROSS_ENTROPY_DICE:
+            loss = loss + self.config.dice_weight * sparse_dice_loss(logits, y)
+        if self.config.regularisation_weight:
+            loss = loss + self.config.regularisation_weight * crf_loss(logits, x)
+        loss_value = guard.check_loss(loss)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if not scaler.is_enabled():  # fp16's scaler skips the steps with inf/NaN gradients itself
+            guard.check_gradients()
+        scaler.step(optimizer)
+        scaler.update()
+        self._weights.update()
+        return logits.detach(), loss_value
 
     def _sync_data(self) -> None:
         """Bring in labels painted since the last iteration; class weights follow them."""
@@ -236,38 +267,15 @@ class Trainer:
         on the held-out labelled pixels."""
         if not self.data.validation:
             return None
-        module = self.model.module
-        device = next(module.parameters()).device
-        k = self.num_classes
-        confusion = torch.zeros(k, k, dtype=torch.int64)  # rows: truth, columns: prediction
-        losses: list[tuple[float, int]] = []
-        predictions, uncertain, pixels = [], 0, 0
-        with eval_mode(module), torch.inference_mode():
-            for image, labels in self.data.validation:
-                x = torch.from_numpy(image)[None].to(device)
-                y = torch.from_numpy(labels)[None].to(device)
-                with autocast(device, self._dtype):
-                    logits = module(x)
-                losses.append((float(sparse_cross_entropy(logits, y)), int((y > 0).sum())))
-                top, best = logits.float().softmax(dim=1).max(dim=1)
-                confusion += confusion_matrix(y, best, k)
-                uncertain += int(((1 - top) * k / max(k - 1, 1) > 0.5).sum())
-                pixels += top.numel()
-                predictions.append(best.cpu())
-        total = int(confusion.sum())
-        iou, dice = iou_and_dice(confusion)
-        previous, self._last_predictions = self._last_predictions, (self.data.version, predictions)
-        changed = math.nan
-        if previous is not None and previous[0] == self.data.version:  # same crops as last time
-            changed = sum(int((a != b).sum()) for a, b in zip(previous[1], predictions)) / max(pixels, 1)
-        return ValidationMetrics(
-            loss=sum(loss * n for loss, n in losses) / max(total, 1),
-            error_rate=1.0 - float(confusion.diag().sum()) / total if total else math.nan,
-            iou=iou,
-            dice=dice,
-            uncertain_fraction=uncertain / max(pixels, 1),
-            changed_fraction=changed,
+        metrics, self._last_predictions = validation_metrics(
+            self.model.module,
+            self.data.validation,
+            self.num_classes,
+            self._dtype,
+            version=self.data.version,
+            previous=self._last_predictions,
         )
+        return metrics
 
 
 def _fraction(steps: int, seconds: float, config: TrainingConfig, budget: float | None) -> float:
