@@ -3,9 +3,21 @@
 from __future__ import annotations
 
 import dataclasses
+import math
+import numbers
+import re
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+
+# Upper limits that keep a typo from asking for terabytes: a 4096-pixel patch already needs
+# gigabytes of activations per image.
+MAX_PATCH_SIZE = 4096
+MAX_BATCH_SIZE = 1024
+MAX_SEED = 2**63 - 1  # what both numpy's and torch's generators take
+MAX_AUGMENTATION = 1000.0  # any strength beyond this saturates every image (float32 overflows later)
+DEVICE_NAMES = "'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+_DEVICE = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
 
 
 class Optimizer(str, Enum):
@@ -51,6 +63,8 @@ class AugmentationConfig:
     overexposure: float = 0.0  # half the samples: up to this share of a channel saturates (log-uniform)
 
     def __post_init__(self) -> None:
+        for name in ("flips", "rot90"):
+            check_bool(f"augmentation {name}", getattr(self, name))
         for name in (
             "rotation_degrees",
             "scale",
@@ -62,9 +76,13 @@ class AugmentationConfig:
             "gamma",
             "overexposure",
         ):
-            value = getattr(self, name)
+            value = check_number(f"augmentation {name}", getattr(self, name))
             if not value >= 0:
                 raise ValueError(f"augmentation {name} must be >= 0, got {value!r}")
+            if not value <= MAX_AUGMENTATION:
+                raise ValueError(f"augmentation {name} must be <= {MAX_AUGMENTATION:g}, got {value!r}")
+        if self.rotation_degrees > 180:
+            raise ValueError(f"augmentation rotation_degrees must be <= 180, got {self.rotation_degrees!r}")
         if self.overexposure >= 1:
             raise ValueError(f"augmentation overexposure must be < 1, got {self.overexposure!r}")
         if self.scale >= 1:
@@ -148,33 +166,53 @@ class TrainingConfig:
             object.__setattr__(self, name, _as_enum(enum, name, getattr(self, name)))
         if isinstance(self.augmentation, dict):
             object.__setattr__(self, "augmentation", AugmentationConfig(**self.augmentation))
+        if not isinstance(self.augmentation, AugmentationConfig):
+            raise TypeError(
+                "augmentation must be an AugmentationConfig or a dict of its fields, "
+                f"got {self.augmentation!r}"
+            )
+        for name in ("pretrained", "class_balancing"):
+            check_bool(name, getattr(self, name))
+        for name in ("architecture", "device", "normalisation"):
+            if not isinstance(getattr(self, name), str):
+                raise TypeError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if self.encoder is not None and not isinstance(self.encoder, str):
+            raise TypeError(f"encoder must be a string (or None for the default), got {self.encoder!r}")
+        check_device(self.device)
+        for name in _NUMBER_FIELDS:
+            value = getattr(self, name)
+            if value is not None or name not in ("max_minutes", "learning_rate"):  # None: no limit, default
+                check_number(name, value)
         for name in ("iterations", "batch_size", "patch_size", "validation_interval"):
             value = getattr(self, name)
             if value is None and name == "iterations":
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        for name, limit in (("patch_size", MAX_PATCH_SIZE), ("batch_size", MAX_BATCH_SIZE)):
+            if getattr(self, name) > limit:
+                raise ValueError(f"{name} must be at most {limit}, got {getattr(self, name)}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in [0, 2**63 - 1], got {self.seed!r}")
         if self.max_minutes is not None and (isinstance(self.max_minutes, bool) or not self.max_minutes > 0):
             raise ValueError(f"max_minutes must be > 0 (or None for no time limit), got {self.max_minutes!r}")
         if self.normalisation not in ("per_image", "dataset"):
             raise ValueError(f"normalisation must be 'per_image' or 'dataset', got {self.normalisation!r}")
         if not 0 <= self.ema_decay < 1:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay!r}")
-        if not self.regularisation_weight >= 0:
-            raise ValueError(f"regularisation_weight must be >= 0, got {self.regularisation_weight!r}")
         if self.patch_size < 32:
             raise ValueError(f"patch_size must be at least 32 pixels, got {self.patch_size}")
-        if self.learning_rate is not None and not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate!r}")
+        if self.learning_rate is not None and not 0 < self.learning_rate < math.inf:
+            raise ValueError(f"learning_rate must be > 0 and finite, got {self.learning_rate!r}")
         if not 0 <= self.validation_fraction < 1:
             raise ValueError(f"validation_fraction must be in [0, 1), got {self.validation_fraction!r}")
         if not 0 <= self.labelled_patch_fraction <= 1:
             raise ValueError(
                 f"labelled_patch_fraction must be in [0, 1], got {self.labelled_patch_fraction!r}"
             )
-        for name in ("weight_decay", "dice_weight"):
-            if not getattr(self, name) >= 0:  # also refuses NaN
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+        for name in ("weight_decay", "dice_weight", "regularisation_weight"):
+            if not 0 <= getattr(self, name) < math.inf:  # also refuses NaN
+                raise ValueError(f"{name} must be >= 0 and finite, got {getattr(self, name)!r}")
 
     @property
     def until_stopped(self) -> bool:
@@ -199,6 +237,37 @@ class TrainingConfig:
         if unknown:
             raise ValueError(f"unknown training option(s): {', '.join(sorted(unknown))}")
         return cls(**data)
+
+
+_NUMBER_FIELDS = (
+    "max_minutes",
+    "learning_rate",
+    "weight_decay",
+    "dice_weight",
+    "labelled_patch_fraction",
+    "validation_fraction",
+    "ema_decay",
+    "regularisation_weight",
+)
+
+
+def check_bool(name: str, value: Any) -> None:
+    # bool("no") is True: a string or a number here is a mistake, not a choice.
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+
+
+def check_number(name: str, value: Any) -> float:
+    if not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    return float(value)
+
+
+def check_device(name: Any) -> None:
+    """Refuse a device name that is not one of :data:`DEVICE_NAMES` (``"meta"``, ``"gpu"``, ...)
+    before torch is asked, so the message says what to type instead."""
+    if not isinstance(name, str) or not _DEVICE.fullmatch(name):
+        raise ValueError(f"device must be {DEVICE_NAMES}, got {name!r}")
 
 
 def _as_enum(enum: type[Enum], name: str, value: Any) -> Enum:

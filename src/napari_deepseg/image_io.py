@@ -12,6 +12,8 @@ TIFF_SUFFIXES = (".tif", ".tiff")
 def read_image(path: str | Path) -> np.ndarray:
     """Read a TIFF (memory-mapped when possible, so large files are read tile by tile) or PNG/JPEG."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"image file {str(path)!r} is a directory, not an image file")
     if not path.is_file():
         raise FileNotFoundError(f"image file {str(path)!r} does not exist")
     try:
@@ -26,7 +28,9 @@ def read_image(path: str | Path) -> np.ndarray:
 
         return np.asarray(iio.imread(path))
     except (OSError, ValueError) as err:
-        raise ValueError(f"cannot read image {str(path)!r}: {err}") from None
+        # The reader's first line says why; imageio adds lines of plugin suggestions.
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"cannot read image {str(path)!r}: {reason}") from None
 
 
 def create_labels_file(path: str | Path, shape: tuple[int, ...], dtype: type) -> np.ndarray:

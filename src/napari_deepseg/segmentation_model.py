@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,9 +12,9 @@ import numpy as np
 import torch
 
 from ._device import resolve_device
-from .config import TrainingConfig
+from .config import TrainingConfig, check_device
 from .data.layout import SliceView, to_slices
-from .data.normalisation import Normalisation
+from .data.normalisation import DATASET, Normalisation, finite_sample
 from .prediction import (
     CompactProbabilities,
     PredictionOptions,
@@ -27,7 +29,24 @@ REGION_CONTEXT = 96  # pixels around a predicted region that the network also se
 
 def _with_keywords(options: PredictionOptions | None, keywords: dict[str, Any]) -> PredictionOptions:
     # The keywords are the convenience form (``tile_size=512``) of single option fields.
+    if options is not None and not isinstance(options, PredictionOptions):
+        raise TypeError(f"options must be PredictionOptions (or None), got {type(options).__name__}")
     return (options or PredictionOptions()).replace(**keywords)
+
+
+def _check_region(region: Any) -> tuple[int, int, int, int]:
+    values = tuple(region) if isinstance(region, (tuple, list, np.ndarray)) else ()
+    if len(values) != 4 or not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in values):
+        raise ValueError(f"region must be four finite numbers (y0, y1, x0, x1), got {region!r}")
+    y0, y1, x0, x1 = (int(v) for v in values)
+    return y0, y1, x0, x1
+
+
+def _check_out(out: Any) -> None:
+    if not hasattr(out, "shape") or not hasattr(out, "dtype"):
+        raise TypeError(f"out must be an array (numpy, memmap, zarr), got {type(out).__name__}")
+    if isinstance(out, np.ndarray) and not out.flags.writeable:
+        raise ValueError("out is read-only; pass a writable array")
 
 
 def _region_view(view: SliceView, region: tuple[int, int, int, int]) -> tuple[SliceView, tuple[slice, slice]]:
@@ -35,7 +54,7 @@ def _region_view(view: SliceView, region: tuple[int, int, int, int]) -> tuple[Sl
     if view.num_slices != 1:
         raise ValueError("region prediction needs a single-plane image; pass the plane")
     height, width = view.spatial_shape
-    y0, y1, x0, x1 = (int(v) for v in region)
+    y0, y1, x0, x1 = _check_region(region)
     y0, x0 = max(y0, 0), max(x0, 0)
     y1, x1 = min(y1, height), min(x1, width)
     if y1 <= y0 or x1 <= x0:
@@ -120,6 +139,9 @@ class SegmentationModel:
     def view(self, image: Any, channel_axis: int | None = None) -> SliceView:
         """The image as (S, C, H, W) slices with the channel handling used in training."""
         shape = tuple(np.shape(image))
+        dtype = np.dtype(image.dtype) if hasattr(image, "dtype") else np.asarray(image).dtype
+        if dtype.kind not in "biuf":
+            raise TypeError(f"image must be numeric (integer or float); got dtype {dtype}")
         if channel_axis is None and self.in_channels == 1 and len(shape) == 3 and shape[-1] in (3, 4):
             raise ValueError(
                 f"the model was trained on 1-channel images but this image looks like RGB(A) "
@@ -132,8 +154,8 @@ class SegmentationModel:
                 f"the model was trained on images with {self.in_channels} channel(s) but this image "
                 f"has {channels} (shape {tuple(np.shape(image))})"
             )
-        if view.data.shape[2] == 0 or view.data.shape[3] == 0:
-            raise ValueError(f"the image is empty (shape {tuple(np.shape(image))})")
+        if self.normalisation.mode == DATASET and view.data.dtype.kind == "f":
+            finite_sample(view.data)  # per_image bounds check the same pixels when they are measured
         return view
 
     def to(self, device: str | torch.device) -> SegmentationModel:
@@ -141,6 +163,8 @@ class SegmentationModel:
 
         Returns the model itself, as ``nn.Module.to`` does.
         """
+        if not isinstance(device, torch.device):
+            check_device(device)
         self.module.to(resolve_device(device))
         return self
 
@@ -218,6 +242,7 @@ class SegmentationModel:
             self.to(options.device)
         if out is None:
             out = np.empty(view.labels_shape, label_dtype(self.num_classes))
+        _check_out(out)
         labels: np.ndarray = predict_labels(
             self.module, view, self.normalisation, self.num_classes, out, min_probability, options
         )

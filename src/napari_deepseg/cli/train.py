@@ -50,6 +50,8 @@ def run(args: argparse.Namespace) -> int:
     labels = [read_image(p) for p in args.labels]
     previous = SegmentationModel.load(args.continue_from) if args.continue_from else None
     names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
+    if names is not None and not all(names):
+        raise ValueError(f"--class-names needs a name for every class, got {args.class_names!r}")
     trainer = Trainer(
         images,
         labels,

@@ -84,9 +84,11 @@ def check_ndim(shape: tuple[int, ...], what: str = "image") -> None:
 
 
 def normalise_axis(axis: int, ndim: int, shape: tuple[int, ...]) -> int:
+    if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+        raise TypeError(f"channel_axis must be an integer (or None), got {axis!r}")
     if not -ndim <= axis < ndim:
         raise ValueError(f"channel_axis {axis} is out of range for an image of shape {shape}")
-    return axis % ndim
+    return int(axis) % ndim
 
 
 def _infer_channel_axis(shape: tuple[int, ...], in_channels: int | None) -> int | None:
@@ -153,6 +155,8 @@ def to_slices(image: Any, *, channel_axis: int | None = None, in_channels: int |
     array = _as_array(image)
     shape = tuple(int(n) for n in array.shape)
     check_ndim(shape)
+    if 0 in shape:
+        raise ValueError(f"the image is empty (shape {shape})")
     ndim = len(shape)
     if channel_axis is not None:
         axis: int | None = normalise_axis(channel_axis, ndim, shape)

@@ -30,6 +30,10 @@ IMAGE_SAMPLES = 2_000_000
 # Network input = ((x - low) / (high - low) - CENTRE) / SPREAD: the [0, 1] range maps to [-2, 2].
 CENTRE = 0.5
 SPREAD = 0.25
+# Network inputs are clipped to +-INPUT_LIMIT: an outlier thousands of ranges away (a float32
+# no-data value such as -3.4e38) then saturates instead of overflowing float32 into NaN.
+INPUT_LIMIT = 1e4
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass(frozen=True)
@@ -67,7 +71,10 @@ class Normalisation:
             raise ValueError(f"low and high need one value per channel; got {len(low)} and {len(high)}")
         if not all(np.isfinite(low + high)):
             raise ValueError(f"normalisation bounds must be finite; got low={low}, high={high}")
-        high = tuple(h if h != lo else lo + 1.0 for lo, h in zip(low, high))
+        # max(): lo + 1 == lo beyond 2**53 (a constant 64-bit image), which would divide by 0.
+        high = tuple(
+            h if _usable_span(lo, h) else lo + max(1.0, abs(lo) * 2**-20) for lo, h in zip(low, high)
+        )
         object.__setattr__(self, "low", low)
         object.__setattr__(self, "high", high)
 
@@ -88,12 +95,20 @@ class Normalisation:
             raise ValueError(
                 f"expected (C, H, W) or (N, C, H, W) with C = {self.in_channels}; got shape {x.shape}"
             )
-        low = np.asarray(self.low, dtype=np.float32)[:, None, None]
-        scale = (1.0 / (SPREAD * (np.asarray(self.high) - np.asarray(self.low)))).astype(np.float32)
+        low = np.asarray(self.low)[:, None, None]
+        scale = (1.0 / (SPREAD * (np.asarray(self.high) - np.asarray(self.low))))[:, None, None]
+        wide = x.dtype.kind == "f" and x.dtype.itemsize > 4
+        if wide or not np.all(np.abs(np.concatenate([low, scale], axis=None)) < _FLOAT32_MAX):
+            # float64 images, or bounds / scales beyond float32 (1e300 intensities, a 1e-40 range)
+            wide_out = (x - low) * scale - CENTRE / SPREAD
+            np.clip(wide_out, -INPUT_LIMIT, INPUT_LIMIT, out=wide_out)
+            return wide_out.astype(np.float32)
         out = np.array(x, dtype=np.float32, copy=True)
-        out -= low
-        out *= scale[:, None, None]
+        with np.errstate(over="ignore"):  # an outlier beyond float32 is clipped just below
+            out -= low.astype(np.float32)
+            out *= scale.astype(np.float32)
         out -= np.float32(CENTRE / SPREAD)
+        np.clip(out, -INPUT_LIMIT, INPUT_LIMIT, out=out)
         return out
 
     def for_image(self, image_slices: Any) -> Normalisation:
@@ -139,16 +154,36 @@ def image_bounds(
     """Per-channel percentiles of a whole ``(S, C, H, W)`` image, on a regular grid of at most
     ``max_samples`` pixels per channel: deterministic, the same in training and prediction, and
     one strided read for memory-mapped, zarr or dask images."""
+    values = finite_sample(image_slices, max_samples)
+    low, high = np.percentile(values, list(percentiles), axis=1)
+    return tuple(low.tolist()), tuple(high.tolist())
+
+
+def finite_sample(image_slices: Any, max_samples: int = IMAGE_SAMPLES) -> np.ndarray:
+    """float64 ``(C, N)`` values of a ``(S, C, H, W)`` image on a regular grid of at most
+    ``max_samples`` pixels per channel (every pixel of smaller images).
+
+    Raises
+    ------
+    ValueError
+        For an empty image, or NaN / infinite values among the samples.
+    """
     s, c, h, w = (int(n) for n in image_slices.shape)
     if s * h * w == 0:
         raise ValueError(f"cannot normalise an empty image (slices of shape {tuple(image_slices.shape)})")
     step = max(1, math.ceil(math.sqrt(s * h * w / max_samples)))
     sample = np.asarray(image_slices[:, :, ::step, ::step])
-    values = np.moveaxis(sample, 1, 0).reshape(c, -1).astype(np.float64)
+    values: np.ndarray = np.moveaxis(sample, 1, 0).reshape(c, -1).astype(np.float64)
     if not np.isfinite(values).all():
         raise ValueError("the image contains NaN or infinite values; clean or fill them first")
-    low, high = np.percentile(values, list(percentiles), axis=1)
-    return tuple(low.tolist()), tuple(high.tolist())
+    return values
+
+
+def _usable_span(low: float, high: float) -> bool:
+    # A span so small that its inverse overflows float64 (a subnormal range) is as degenerate
+    # as a zero one.
+    span = SPREAD * (high - low)
+    return span != 0 and math.isfinite(1.0 / span)
 
 
 def compute_normalisation(

@@ -12,6 +12,9 @@ import numpy as np
 
 from .layout import channel_axis_from_labels, check_ndim, normalise_axis, to_slices
 
+# The network has one output per class: 1,000 classes already cost 1 GB of logits per batch of
+# four 128-pixel patches, and a label image with one value per object is no class map.
+MAX_CLASSES = 1000
 NO_LABELLED_PIXEL = (
     "labels contain no labelled pixel; paint at least one stroke with a class >= 1 (0 means unlabelled)"
 )
@@ -90,10 +93,18 @@ def check_training_pair(
 
 
 def check_labels(labels: np.ndarray) -> None:
-    """Integer labels, none negative (0 = unlabelled, 1..K = classes)."""
+    """Integer labels in 0..:data:`MAX_CLASSES` (0 = unlabelled, 1..K = classes)."""
     _check_label_dtype(labels)
-    if labels.dtype.kind == "i" and labels.size and labels.min() < 0:
+    if not labels.size:
+        return
+    if labels.dtype.kind == "i" and labels.min() < 0:
         raise ValueError(f"labels must be >= 0 (0 means unlabelled); found {labels.min()}")
+    top = labels.max()
+    if top > MAX_CLASSES:
+        raise ValueError(
+            f"labels contain class {top} but at most {MAX_CLASSES} classes are supported "
+            "(0 unlabelled, 1..K classes); instance labels (one value per object) are not classes"
+        )
 
 
 def pair_slices(image: np.ndarray, axis: int | None) -> np.ndarray:
