@@ -27,6 +27,14 @@ def wait_for(signal, timeout_s: float = 1800) -> list:
     return received
 
 
+def settle(seconds: float = 0.5) -> None:
+    """Let Qt run the layout passes still pending: a grab right after a signal can catch the dock
+    between a scroll bar appearing and the form being narrowed to match (a clipped right edge)."""
+    loop = QEventLoop()
+    QTimer.singleShot(int(seconds * 1000), loop.quit)
+    loop.exec_()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--minutes", type=float, default=1.5, help="training time budget")
@@ -54,6 +62,7 @@ def main() -> None:
     print("trained:", train.status_label.text(), flush=True)
     train.plot.flush()
     train.parent().raise_()  # show the Train tab
+    settle()
     viewer.window._qt_window.grab().save(str(OUT / "train.png"))
     for layer in list(viewer.layers):
         if layer.name.endswith("uncertainty"):
@@ -66,6 +75,7 @@ def main() -> None:
     predict.threshold_slider.setValue(50)
     strokes.visible = False
     result.opacity = 0.45
+    settle()
     viewer.window._qt_window.grab().save(str(OUT / "predict.png"))
     print(f"saved train.png and predict.png in {OUT}")
     viewer.close()
