@@ -1,88 +1,37 @@
-"""Tiled prediction with smooth blending, and the minimum-probability threshold.
+"""Tiled prediction with smooth blending; the threshold of its result is in ``threshold.py``.
 
 Tiles are processed one row of tiles at a time and each finished band of image rows is
 handed to a sink, so memory is bounded by the tile batch, one band and the sink's output.
+A prediction that runs out of memory is run once more with smaller tiles.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import math
+import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import torch
 
-from ._device import autocast, eval_mode, resolve_device, resolve_precision, use_channels_last
-from .config import Precision
+from ._device import autocast, eval_mode, resolve_precision, use_channels_last
 from .data.layout import SliceView
 from .data.normalisation import Normalisation
-from .tiling import AxisTiles
+from .errors import DeviceOutOfMemoryError, is_out_of_memory, release_cached_memory
+from .prediction_options import TILING_FIELDS as TILING_FIELDS
+from .prediction_options import PredictionOptions as PredictionOptions
+from .prediction_options import ProgressCallback as ProgressCallback
+from .threshold import CompactProbabilities as CompactProbabilities
+from .threshold import apply_threshold as apply_threshold
+from .threshold import best_class, check_min_probability
+from .threshold import label_dtype as label_dtype
+from .tiling import AxisTiles, smaller_tiling, tiling_used
 from .tiling import TilingOptions as TilingOptions  # re-exported: part of PredictionOptions
 from .tiling import tile_layout as tile_layout  # re-exported for benchmarks/prediction.py
 
 # Called with (slice index, first row, probabilities (rows, W, K)) for each chunk of finished rows;
 # the chunk is a view into a buffer that is reused afterwards.
 BandSink = Callable[[int, int, np.ndarray], None]
-ProgressCallback = Callable[[int, int], None]  # (tiles done, tiles total)
-TILING_FIELDS = ("tile_size", "overlap", "batch_size")
-
-
-@dataclass(frozen=True)
-class PredictionOptions:
-    """How the network is run over an image: tiling, device, precision and the run's callbacks.
-
-    Attributes
-    ----------
-    tiling
-        Tile size, overlap and tiles per forward pass (:class:`TilingOptions`).
-    device
-        Where to run (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``); ``None``: where
-        the network is. :class:`SegmentationModel` moves its network there first
-        (``model.to(device)``); the functions here require the network to be there already.
-    precision
-        ``"auto"`` (bf16 autocast on CPUs with native bf16 units and on CUDA, else fp32),
-        ``"bf16"`` or ``"fp32"``.
-    progress
-        Called with (tiles done, tiles total) after every tile.
-    should_stop
-        Asked after every tile; returning true aborts with ``InterruptedError``.
-    """
-
-    tiling: TilingOptions = TilingOptions()
-    device: str | torch.device | None = None
-    precision: Precision | str = Precision.AUTO
-    progress: ProgressCallback | None = None
-    should_stop: Callable[[], bool] | None = None
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "precision", Precision(self.precision))  # also accepts "bf16"
-
-    def replace(self, **changes: Any) -> PredictionOptions:
-        """A copy with some fields changed; ``tile_size``, ``overlap`` and ``batch_size`` change
-        the tiling, so ``options.replace(tile_size=512, precision="fp32")`` works."""
-        unknown = set(changes) - {f.name for f in fields(self)} - set(TILING_FIELDS)
-        if unknown:
-            known = ", ".join([*TILING_FIELDS, *(f.name for f in fields(self))])
-            raise TypeError(f"unknown prediction option(s) {', '.join(sorted(unknown))}; known: {known}")
-        tiling = {k: changes.pop(k) for k in TILING_FIELDS if k in changes}
-        if tiling:
-            changes["tiling"] = dataclasses.replace(changes.get("tiling", self.tiling), **tiling)
-        return dataclasses.replace(self, **changes)
-
-    def device_for(self, module: torch.nn.Module) -> torch.device:
-        """The network's device, after checking that it is the one asked for."""
-        device = next(module.parameters()).device
-        if self.device is not None:
-            wanted = resolve_device(self.device)
-            if wanted.type != device.type or wanted.index not in (None, device.index):
-                raise ValueError(
-                    f"the network is on {device}, not {wanted}: move it first (SegmentationModel.to)"
-                )
-        return device
-
 
 # Rows per chunk handed to the sink: keeps its temporaries small for very wide images.
 SINK_ROWS = 256
@@ -101,7 +50,68 @@ def predict_bands(
     Probabilities are accumulated classes-last (rows, W, K) so the per-pixel class reductions
     run over contiguous memory. In ``per_image`` mode the image's bounds are measured once over
     the whole image, so every tile is scaled alike.
+
+    When the device runs out of memory, the whole prediction runs once more with the tiling of
+    :func:`~napari_deepseg.tiling.smaller_tiling` (a ``RuntimeWarning`` says so); ``sink`` then
+    gets the rows again from the first, which sinks that write by position do not notice.
+
+    Raises
+    ------
+    DeviceOutOfMemoryError
+        When the smaller tiles run out of memory too, or there are none smaller.
+    InterruptedError
+        When ``options.should_stop`` returned true.
     """
+    device = options.device_for(module)
+    height, width = view.data.shape[2:]
+    failure = _out_of_memory(_predict_bands, module, view, normalisation, num_classes, sink, options)
+    if failure is None:
+        return
+    release_cached_memory(device)
+    used = tiling_used(options.tiling, height, width)
+    what = f"out of memory on {device} predicting {height} x {width} pixels with tiles of {used} pixels"
+    on_cpu = "" if device.type == "cpu" else ", or predict on the CPU"
+    smaller = smaller_tiling(options.tiling, height, width)
+    if smaller is None:
+        raise DeviceOutOfMemoryError(
+            f"{what}, the smallest: predict a smaller image or crop{on_cpu} ({failure})"
+        )
+    retry, side = options.replace(tiling=smaller), tiling_used(smaller, height, width)
+    warnings.warn(
+        f"{what} ({failure}); predicting again with tiles of {side}, one per pass",
+        RuntimeWarning,
+        stacklevel=2,
+    )
+    failure = _out_of_memory(_predict_bands, module, view, normalisation, num_classes, sink, retry)
+    if failure is None:
+        return
+    release_cached_memory(device)
+    raise DeviceOutOfMemoryError(
+        f"{what} and again with {side}: lower the tile size (tile_size, "
+        f"--tile-size) or predict a smaller image or crop{on_cpu} ({failure})"
+    )
+
+
+def _out_of_memory(run: Callable[..., None], *args: Any) -> str | None:
+    """``run(*args)``; the first line of its error when it ran out of memory, else ``None``. The
+    error itself is dropped here: its traceback holds the failed pass's tensors."""
+    try:
+        run(*args)
+    except Exception as err:
+        if isinstance(err, DeviceOutOfMemoryError) or not is_out_of_memory(err):
+            raise
+        return (str(err) or type(err).__name__).splitlines()[0]
+    return None
+
+
+def _predict_bands(
+    module: torch.nn.Module,
+    view: SliceView,
+    normalisation: Normalisation,
+    num_classes: int,
+    sink: BandSink,
+    options: PredictionOptions,
+) -> None:
     data = view.data
     num_slices, _, height, width = data.shape
     normalisation = normalisation.for_image(data)  # per-image bounds over the whole image, not per tile
@@ -184,47 +194,6 @@ def predict_probabilities(
     return out.reshape(num_classes, *view.leading_shape, height, width)
 
 
-def _best_class(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index and value of the largest entry along the last (contiguous) axis; ties: lowest index."""
-    best = probabilities.argmax(axis=-1)
-    top = np.take_along_axis(probabilities, best[..., None], axis=-1)[..., 0]
-    return best, top
-
-
-@dataclass(frozen=True)
-class CompactProbabilities:
-    """What the threshold needs, one byte per pixel each: the most probable class (1..K) and
-    its probability quantised to 0..255 (steps of 1/255).
-
-    Thresholding this is a single comparison per pixel, fast enough for a slider on 4096x4096.
-    """
-
-    best_class: np.ndarray  # uint8 (or uint16 when K > 255), values 1..K
-    best_probability: np.ndarray  # uint8, round(p * 255)
-    num_classes: int
-
-    @property
-    def shape(self) -> tuple[int, ...]:
-        return self.best_class.shape
-
-    @classmethod
-    def empty(cls, shape: tuple[int, ...], num_classes: int) -> CompactProbabilities:
-        return cls(np.zeros(shape, label_dtype(num_classes)), np.zeros(shape, np.uint8), num_classes)
-
-    @classmethod
-    def from_probabilities(cls, probabilities: np.ndarray) -> CompactProbabilities:
-        probabilities = _check_probabilities(probabilities)
-        out = cls.empty(probabilities.shape[1:], probabilities.shape[0])
-        out.write(np.moveaxis(probabilities, 0, -1), ())
-        return out
-
-    def write(self, probabilities: np.ndarray, index: tuple) -> None:
-        """Store float probabilities (..., K), classes last, at ``index`` of the spatial arrays."""
-        best, top = _best_class(probabilities)
-        self.best_class[index] = best + 1
-        self.best_probability[index] = np.rint(np.clip(top, 0, 1) * 255)
-
-
 def predict_compact(
     module: torch.nn.Module,
     view: SliceView,
@@ -263,11 +232,11 @@ def predict_labels(
         raise ValueError(f"out has shape {tuple(out.shape)} but the labels have shape {spatial}")
     if not np.issubdtype(out.dtype, np.integer) or np.iinfo(out.dtype).max < num_classes:
         raise TypeError(f"out must be an integer array that holds {num_classes}; got {out.dtype}")
-    _check_min_probability(min_probability)
+    check_min_probability(min_probability)
     leading = [np.unravel_index(s, view.leading_shape) for s in range(view.num_slices)]
 
     def write(s: int, y0: int, chunk: np.ndarray) -> None:
-        best, top = _best_class(chunk)
+        best, top = best_class(chunk)
         labels = (best + 1).astype(out.dtype)
         if min_probability > 0:
             labels *= top >= min_probability
@@ -276,50 +245,3 @@ def predict_labels(
 
     predict_bands(module, view, normalisation, num_classes, write, options)
     return out
-
-
-def label_dtype(num_classes: int) -> type[np.unsignedinteger]:
-    """The smallest unsigned type for labels 0..num_classes."""
-    return np.uint8 if num_classes < 256 else np.uint16
-
-
-def _check_min_probability(min_probability: float) -> None:
-    if isinstance(min_probability, bool) or not isinstance(min_probability, (int, float, np.number)):
-        raise TypeError(f"min_probability must be a number in [0, 1], got {type(min_probability).__name__}")
-    if not 0.0 <= float(min_probability) <= 1.0:
-        raise ValueError(f"min_probability must be in [0, 1], got {min_probability!r}")
-
-
-def apply_threshold(probabilities: np.ndarray | CompactProbabilities, min_probability: float) -> np.ndarray:
-    """Labels from probabilities: each pixel gets its most probable class 1..K if that probability
-    is at least ``min_probability``, else 0 (unclassified).
-
-    ``probabilities`` is float (K, ...) as returned by ``predict_proba``, or a
-    :class:`CompactProbabilities` (then compared at its 1/255 resolution). ``min_probability=0``
-    classifies every pixel. Ties go to the lower class number. Returns uint8 (uint16 for K > 255).
-    """
-    _check_min_probability(min_probability)
-    if isinstance(probabilities, CompactProbabilities):
-        level = math.ceil(float(min_probability) * 255 - 1e-9)
-        if level <= 0:
-            return np.copy(probabilities.best_class)
-        # A multiply by the bool mask keeps the dtype and is ~3x faster than np.where here.
-        labels: np.ndarray = probabilities.best_class * (probabilities.best_probability >= level)
-        return labels
-    probabilities = _check_probabilities(probabilities)
-    best, top = _best_class(np.moveaxis(probabilities, 0, -1))
-    labels = (best + 1).astype(label_dtype(probabilities.shape[0]))
-    if min_probability > 0:
-        labels[top < min_probability] = 0
-    return labels
-
-
-def _check_probabilities(probabilities: np.ndarray) -> np.ndarray:
-    probabilities = np.asarray(probabilities)
-    if probabilities.ndim < 2 or probabilities.shape[0] < 1 or probabilities.size == 0:
-        raise ValueError(
-            f"probabilities must have shape (K, ...) with at least one class, got {probabilities.shape}"
-        )
-    if not np.issubdtype(probabilities.dtype, np.floating):
-        raise TypeError(f"probabilities must be floating point, got {probabilities.dtype}")
-    return probabilities

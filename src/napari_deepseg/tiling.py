@@ -90,3 +90,19 @@ class AxisTiles:
         for start, w in zip(starts, weights, strict=True):
             total[start : start + size] += w
         return cls(size, starts, weights, total)
+
+
+def tiling_used(tiling: TilingOptions, height: int, width: int) -> int:
+    """The side of the largest tile ``tiling`` cuts from a ``height`` x ``width`` image."""
+    return max(tile_layout(n, tiling.tile_size, tiling.overlap)[0] for n in (height, width))
+
+
+def smaller_tiling(tiling: TilingOptions, height: int, width: int) -> TilingOptions | None:
+    """What a prediction that ran out of memory retries with: one tile per forward pass, of half
+    the side used (a multiple of 32, at least 32), the overlap kept up to a quarter of the new
+    side; ``None`` when neither can get smaller."""
+    used = tiling_used(tiling, height, width)
+    side = max(32, used // 64 * 32)
+    if side >= used:
+        return None if tiling.batch_size == 1 else TilingOptions(tiling.tile_size, tiling.overlap, 1)
+    return TilingOptions(side, min(tiling.overlap, side // 4), 1)
