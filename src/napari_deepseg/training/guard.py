@@ -38,11 +38,14 @@ class IterationGuard:
         self, module: torch.nn.Module, stop: threading.Event, config: TrainingConfig, device: torch.device
     ) -> None:
         self._config, self._device = config, device
-        self._thread: int | None = None  # the thread running an iteration, while one runs
-        self._number = 0  # and that iteration's number
+        # The thread running an iteration, while one runs: a list so that the hook holds it, not
+        # the guard (a copy of the network would otherwise keep the original alive).
+        self._thread: list[int | None] = [None]
+        self._number = 0  # the iteration running
+        thread = self._thread
 
         def check(*_: Any) -> None:
-            if self._thread == threading.get_ident() and stop.is_set():
+            if thread[0] == threading.get_ident() and stop.is_set():
                 raise _StopRequestedError
 
         leaves = [m for m in module.modules() if next(m.children(), None) is None]
@@ -73,7 +76,7 @@ class IterationGuard:
         """
         if self._saved:
             torch._foreach_copy_(self._saved, self._buffers)
-        self._thread, self._number = threading.get_ident(), number
+        self._thread[0], self._number = threading.get_ident(), number
         out_of_memory = None
         try:
             return iteration()
@@ -89,7 +92,7 @@ class IterationGuard:
             # failed pass's activations) is gone lets the cache below really be handed back.
             out_of_memory = (str(err) or type(err).__name__).splitlines()[0]
         finally:
-            self._thread = None
+            self._thread[0] = None
         self._undo()
         if out_of_memory is None:
             return None
