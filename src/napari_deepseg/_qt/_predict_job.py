@@ -59,3 +59,16 @@ def error_text(error: BaseException) -> str | None:
             "model trained on images like this one."
         )
     return None
+
+
+class TileCount:
+    """Tiles predicted so far, written by the worker thread (``count(done, total)``), read by a timer."""
+
+    def __init__(self) -> None:
+        self.done = self.total = 0
+
+    def __call__(self, done: int, total: int) -> None:
+        self.done, self.total = done, total
+
+    def reset(self) -> None:
+        self.done = self.total = 0

@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import copy
 import threading
-from functools import partial
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from napari.layers import Image, Labels, Layer
 from napari.utils import notifications
-from qtpy.QtCore import Qt, Signal
+from qtpy.QtCore import Qt, QTimer, Signal
 from qtpy.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -34,7 +33,7 @@ from . import layers as layer_io
 from ._image_picker import ImagePicker
 from ._layout import row
 from ._model_dialogs import ask_load_path, load_model_file
-from ._predict_job import error_text, model_text, predict_image, result_text
+from ._predict_job import TileCount, error_text, model_text, predict_image, result_text
 from ._session import model_store
 from ._uncertainty import PredictionUncertainty
 
@@ -50,7 +49,6 @@ class PredictWidget(QWidget):
 
     prediction_finished = Signal(object)  # the result Labels layer
     prediction_failed = Signal(str)
-    _progress = Signal(int, int)  # emitted in the worker: Qt queues it to the GUI thread
 
     def __init__(self, napari_viewer: Any) -> None:
         super().__init__()
@@ -59,6 +57,10 @@ class PredictWidget(QWidget):
         self._model_names: list[str] = []
         self._known_models: dict[str, SegmentationModel | None] = {}
         self._stop = threading.Event()
+        # The worker writes tile counts here and a timer shows them: a signal of this widget emitted
+        # from the worker after the widget was deleted (the viewer closed mid-run) crashes the process.
+        self._tiles = TileCount()
+        self._pending: tuple[Image, SegmentationModel] | None = None
         self.worker: FunctionWorker | None = None
         self.result_layer: Labels | None = None
         self.compact: CompactProbabilities | None = None
@@ -108,7 +110,8 @@ class PredictWidget(QWidget):
         self.threshold_slider.valueChanged.connect(self._on_threshold_changed)
         self.predict_button.clicked.connect(self.predict)
         self.cancel_button.clicked.connect(self.cancel)
-        self._progress.connect(self._on_progress)
+        self._progress_timer = QTimer(self, interval=100, timeout=self._show_progress)
+        self.destroyed.connect(self._stop.set)  # the viewer or the dock closed: the worker stops too
         self._store.changed.connect(self._refresh_models)
         self._refresh_models()
 
@@ -192,12 +195,14 @@ class PredictWidget(QWidget):
             data,
             channel_axis,
             self.probabilities_checkbox.isChecked(),
-            self._progress.emit,
+            self._tiles,
             self._stop.is_set,
             _start_thread=False,
-            _connect={"errored": self._on_errored, "finished": partial(self._set_busy, False)},
+            _connect={"errored": self._on_errored, "finished": self._on_worker_finished},
         )
-        self.worker.returned.connect(lambda result: self._on_returned(layer, model, *result))
+        self._pending = (layer, model)
+        self._tiles.reset()
+        self.worker.returned.connect(self._on_result)  # bound methods: disconnected if the widget goes
         self.worker.start()
         return None
 
@@ -217,12 +222,21 @@ class PredictWidget(QWidget):
             self.cancel_button.setEnabled(busy)
             self.progress_bar.setVisible(busy)
             self.progress_bar.setRange(0, 0)  # busy indicator until the first tile is done
+            if busy:
+                self._progress_timer.start()
+            else:
+                self._progress_timer.stop()
         except RuntimeError:  # the dock was closed while a prediction was still finishing
             return
 
-    def _on_progress(self, done: int, total: int) -> None:
-        self.progress_bar.setRange(0, total)
-        self.progress_bar.setValue(done)
+    def _on_worker_finished(self) -> None:
+        self._set_busy(False)
+
+    def _show_progress(self) -> None:
+        done, total = self._tiles.done, self._tiles.total
+        if total:
+            self.progress_bar.setRange(0, total)
+            self.progress_bar.setValue(done)
 
     def _fail(self, message: str) -> None:
         notifications.show_error(message)
@@ -239,13 +253,11 @@ class PredictWidget(QWidget):
             notifications.notification_manager.receive_error(type(error), error, error.__traceback__)
             self.prediction_failed.emit(f"{type(error).__name__}: {error}")
 
-    def _on_returned(
-        self,
-        image: Image,
-        model: SegmentationModel,
-        compact: CompactProbabilities,
-        probabilities: np.ndarray | None,
-    ) -> None:
+    def _on_result(self, result: tuple[CompactProbabilities, np.ndarray | None]) -> None:
+        if self._pending is None:
+            return
+        (image, model), self._pending = self._pending, None
+        compact, probabilities = result
         self._set_busy(False)
         if probabilities is not None:
             _results.show_probabilities(self._viewer, image, model, probabilities)

@@ -1,0 +1,129 @@
+"""Faults in the middle of a run, in the viewer: the viewer or the dock closed while training or
+predicting, the image layer deleted while predicting. Nothing may keep running, nothing may print
+an exception, and the user's layers stay as they were."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("napari")
+pytest.importorskip("pytestqt")
+
+from napari_deepseg import SegmentationModel, Trainer, TrainingConfig
+from napari_deepseg._qt._session import model_store
+from napari_deepseg._qt.predict_widget import PredictWidget
+from napari_deepseg._qt.train_widget import TrainWidget
+from napari_deepseg.sample_data import fluorescence_sample_layers
+
+from .conftest import FAST, TIMEOUT
+
+
+@pytest.fixture
+def no_exceptions(monkeypatch):
+    """Exceptions that reach the Qt event loop (sys.excepthook) or a thread's top (threading.excepthook)."""
+    import sys
+
+    caught: list[BaseException] = []
+    monkeypatch.setattr(sys, "excepthook", lambda kind, value, tb: caught.append(value))
+    monkeypatch.setattr(threading, "excepthook", lambda args: caught.append(args.exc_value))
+    return caught
+
+
+def _threads() -> set[threading.Thread]:
+    """Python threads, less the placeholders Python makes for Qt's pool threads when they run Python."""
+    return {t for t in threading.enumerate() if not isinstance(t, threading._DummyThread)}
+
+
+def _busy_pool_threads() -> int:
+    from qtpy.QtCore import QThreadPool
+
+    return QThreadPool.globalInstance().activeThreadCount()  # where superqt runs the workers
+
+
+@pytest.fixture(scope="module")
+def fluo_model() -> SegmentationModel:
+    image, labels = (item[0] for item in fluorescence_sample_layers())
+    trainer = Trainer(image, labels, TrainingConfig(**{**FAST, "iterations": 2}))
+    for _ in trainer.run():
+        pass
+    return trainer.model
+
+
+def _wait_threads_gone(qtbot, before: set[threading.Thread]) -> None:
+    qtbot.waitUntil(lambda: not (_threads() - before) and _busy_pool_threads() == 0, timeout=10_000)
+
+
+def _training_widget(viewer, qtbot):
+    image, labels = [viewer._add_layer_from_data(*item)[0] for item in fluorescence_sample_layers()]
+    widget = TrainWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Train")
+    widget.set_pairs([(image, labels)])
+    widget.set_config(**{**FAST, "iterations": 10_000})
+    widget.start_button.click()
+    qtbot.waitUntil(lambda: widget.plot.point_count >= 1, timeout=TIMEOUT)
+    return widget
+
+
+def test_closing_the_viewer_mid_training_leaves_no_thread(make_napari_viewer, qtbot, no_exceptions):
+    before = _threads()
+    viewer = make_napari_viewer()
+    widget = _training_widget(viewer, qtbot)
+    worker = widget.worker
+    assert _busy_pool_threads() == 1, "the run should have a thread of its own while it trains"
+    viewer.close()
+    assert not worker.is_running
+    _wait_threads_gone(qtbot, before)
+    assert no_exceptions == []
+
+
+def test_closing_the_dock_mid_training_stops_the_run(make_napari_viewer, qtbot, no_exceptions):
+    before = _threads()
+    viewer = make_napari_viewer()
+    widget = _training_widget(viewer, qtbot)
+    worker = widget.worker
+    viewer.window.remove_dock_widget(widget)  # the dock's close button
+    widget.close()
+    widget.deleteLater()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    _wait_threads_gone(qtbot, before)
+    assert no_exceptions == []
+
+
+def _predicting_widget(viewer, qtbot, model, size=2048):
+    rng = np.random.default_rng(0)
+    image = viewer.add_image(rng.random((size, size), dtype=np.float32), name="big")
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
+    model_store().publish("fluo", model)  # how the widget finds models
+    widget.image_combo.setCurrentText("big")
+    widget.predict()
+    qtbot.waitUntil(lambda: widget.progress_bar.maximum() > 0, timeout=TIMEOUT)  # tiles under way
+    return widget, image
+
+
+def test_closing_the_viewer_mid_prediction_leaves_no_thread(
+    make_napari_viewer, qtbot, fluo_model, no_exceptions
+):
+    before = _threads()
+    viewer = make_napari_viewer()
+    widget, _ = _predicting_widget(viewer, qtbot, fluo_model)
+    worker = widget.worker
+    viewer.close()
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=10_000)
+    _wait_threads_gone(qtbot, before)
+    assert no_exceptions == []
+
+
+def test_deleting_the_image_mid_prediction(make_napari_viewer, qtbot, fluo_model, no_exceptions):
+    viewer = make_napari_viewer()
+    widget, image = _predicting_widget(viewer, qtbot, fluo_model, size=1024)
+    data = image.data.copy()
+    with qtbot.waitSignal(widget.prediction_finished, timeout=TIMEOUT) as finished:
+        viewer.layers.remove(image)
+    result = finished.args[0]
+    assert result.data.shape == data.shape  # the run went on with the array it started with
+    assert np.array_equal(image.data, data)
+    assert no_exceptions == []
