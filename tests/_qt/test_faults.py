@@ -127,3 +127,34 @@ def test_deleting_the_image_mid_prediction(make_napari_viewer, qtbot, fluo_model
     assert result.data.shape == data.shape  # the run went on with the array it started with
     assert np.array_equal(image.data, data)
     assert no_exceptions == []
+
+
+def test_stop_ends_a_slow_iteration_within_a_second(make_napari_viewer, qtbot, no_exceptions):
+    import time
+
+    import torch
+
+    viewer = make_napari_viewer()
+    widget = _training_widget(viewer, qtbot)  # one record in: the trainer is known
+    convs = [m for m in widget.trainer._weights.trained.modules() if isinstance(m, torch.nn.Conv2d)]
+    delay = 4.0 / len(convs)  # every iteration from now on takes about 4 s
+
+    def slow(forward):
+        def sleepy(x):
+            time.sleep(delay)
+            return forward(x)
+
+        return sleepy
+
+    for conv in convs:
+        conv.forward = slow(conv.forward)
+    done = widget.model.iterations_trained
+    qtbot.wait(1000)  # well inside the next iteration
+    with qtbot.waitSignal(widget.training_finished, timeout=TIMEOUT) as finished:
+        start = time.perf_counter()
+        widget.stop_button.click()
+    took = time.perf_counter() - start
+    assert took < 1.5, f"Stop took {took:.2f} s"  # 1 s in the trainer, the rest is the event loop
+    model = finished.args[0]
+    assert model.iterations_trained in (done, done + 1)  # the iteration under way was dropped
+    assert "stopped" in widget.status_label.text() and no_exceptions == []

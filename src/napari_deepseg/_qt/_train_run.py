@@ -34,6 +34,7 @@ class TrainingRun:
     config: TrainingConfig
     live_labels: LiveLabels  # strokes painted during the run go to the trainer
     progress: Any = None  # napari.utils.progress, shown in the activity dock
+    trainer: Any = None  # once the worker has built it: Stop reaches into its iteration
     error: BaseException | None = None
     stopped: bool = False
     _last_progress: float = 0.0
@@ -59,9 +60,12 @@ class TrainingRun:
             self._last_progress = now
 
     def request_stop(self) -> None:
+        """End the run within a second, even mid-iteration; the last finished weights are kept."""
         self.stopped = True
         self.preview.stop.set()
-        self.worker.quit()
+        if self.trainer is not None:
+            self.trainer.request_stop()  # abandons the iteration under way, between two layers
+        self.worker.quit()  # and the generator at its next yield
 
     def close(self) -> None:
         """Release the progress bar and, once the worker has left it, the job (the trainer's state)."""

@@ -208,6 +208,7 @@ class TrainWidget(QWidget):
             return
         if isinstance(item, Started):
             self.trainer, self.model = item.trainer, item.trainer.model
+            run.trainer = self.trainer
             run.live_labels.set_trainer(self.trainer)
             model_store().publish(run.name, self.model)
             return
