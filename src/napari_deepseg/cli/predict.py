@@ -54,6 +54,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         precision=args.precision,
     )
+    _check_before_running(args, model, image, options)
     with tqdm(desc="predicting", unit="tile", file=sys.stderr) as bar:
 
         def progress(done: int, total: int) -> None:
@@ -70,9 +71,14 @@ def run(args: argparse.Namespace) -> int:
             # Streamed into a memory-mapped TIFF: images larger than memory work.
             view = model.view(image, args.channel_axis)
             streamed = create_labels_file(args.output, view.labels_shape, label_dtype(model.num_classes))
-            model.predict(
-                image, min_probability=args.min_probability, out=streamed, progress=progress, **options
-            )
+            try:
+                model.predict(
+                    image, min_probability=args.min_probability, out=streamed, progress=progress, **options
+                )
+            except BaseException:  # Ctrl+C, out of memory: no half-written labels file is left
+                del streamed
+                args.output.unlink(missing_ok=True)
+                raise
             if isinstance(streamed, np.memmap):  # what create_labels_file returns (typed as its base)
                 streamed.flush()
             labels = streamed
@@ -86,6 +92,30 @@ def run(args: argparse.Namespace) -> int:
         write_image(args.probabilities, probabilities)
         print(f"wrote probabilities {probabilities.shape} to {args.probabilities}")
     return 0
+
+
+def _check_before_running(args: argparse.Namespace, model: Any, image: Any, options: dict[str, Any]) -> None:
+    """What can be checked before anything runs or is written, so that a bad image or option
+    prints its one line and leaves no file behind."""
+    from ..data.normalisation import finite_sample
+    from ..image_io import TIFF_SUFFIXES
+    from ..prediction import PredictionOptions
+
+    suffix = args.output.suffix.lower()
+    if suffix not in (*TIFF_SUFFIXES, ".png"):
+        raise ValueError(f"unsupported output format {suffix!r} for {str(args.output)!r}; use .tif or .png")
+    if args.probabilities and args.probabilities.suffix.lower() not in TIFF_SUFFIXES:
+        raise ValueError(f"--probabilities are written as TIFF (.tif), got {str(args.probabilities)!r}")
+    if not 0 <= args.min_probability <= 1:  # also refuses NaN
+        raise ValueError(f"--min-probability must be in [0, 1], got {args.min_probability}")
+    view = model.view(image, args.channel_axis)
+    if suffix == ".png" and len(view.labels_shape) != 2:
+        raise ValueError(f"PNG output holds 2D labels only; use .tif for labels of shape {view.labels_shape}")
+    if view.data.dtype.kind == "f":
+        finite_sample(view.data)  # NaN / inf, on the pixels the normalisation reads
+    PredictionOptions().replace(**{k: v for k, v in options.items() if k not in ("channel_axis", "device")})
+    if args.device is not None:
+        model.to(args.device)
 
 
 def class_counts(labels: np.ndarray, names: Sequence[str]) -> str:
