@@ -238,3 +238,9 @@ def test_image_files_that_cannot_be_written_are_named(tmp_path):
     with pytest.raises(ValueError, match=r"cannot read image") as info:
         read_image(tmp_path / "bad.png")
     assert "\n" not in str(info.value)  # imageio's plugin suggestions are dropped
+
+
+def test_a_one_pixel_image_predicts_and_cannot_train_on_one_class(model):
+    assert model.predict(np.ones((1, 1), np.float32)).shape == (1, 1)
+    with pytest.raises(ValueError, match=r"only class 1 is painted"):
+        Trainer(np.ones((1, 1), np.float32), np.ones((1, 1), np.uint8), fast_config())

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
@@ -221,7 +222,7 @@ limits = st.fixed_dictionaries(
 )
 
 
-@settings(FUZZ, max_examples=12)
+@settings(FUZZ, max_examples=8)
 @given(changes=limits, rgb=st.booleans())
 def test_configs_at_their_limits_train_or_stop_with_the_divergence_message(changes, rgb):
     rng = np.random.default_rng(0)
@@ -238,3 +239,26 @@ def test_configs_at_their_limits_train_or_stop_with_the_divergence_message(chang
     event("trained")
     assert len(records) == 2 and all(math.isfinite(r.loss) for r in records)
     assert trainer.model.predict(image).shape == (40, 44)
+
+
+def test_architecture_and_encoder_of_the_wrong_type_or_unknown_are_named():
+    for field, value, error, message in (
+        ("architecture", None, TypeError, r"architecture must be a string, got None"),
+        ("encoder", 3, TypeError, r"encoder must be a string \(or None for the default\), got 3"),
+        ("normalisation", None, TypeError, r"normalisation must be a string, got None"),
+    ):
+        with pytest.raises(error, match=message):
+            TrainingConfig(**{field: value})
+    image = np.random.default_rng(0).random((8, 8)).astype(np.float32)
+    labels = np.array([[1, 2] * 4] * 8, np.uint8)
+    with pytest.raises(ValueError, match=r"unknown architecture 'nope'; available: "):
+        Trainer(image, labels, fast_config(architecture="nope"))
+    with pytest.raises(ValueError, match=r"encoder 'nope' is not available for unet; choose one of "):
+        Trainer(image, labels, fast_config(encoder="nope"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_named():
+    image = np.random.default_rng(0).random((8, 8)).astype(np.float32)
+    with pytest.raises(ValueError, match=r"device 'cuda' was asked for but no CUDA GPU is available"):
+        Trainer(image, np.array([[1, 2] * 4] * 8, np.uint8), fast_config(device="cuda"))

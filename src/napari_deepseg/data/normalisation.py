@@ -96,11 +96,15 @@ class Normalisation:
                 f"expected (C, H, W) or (N, C, H, W) with C = {self.in_channels}; got shape {x.shape}"
             )
         low = np.asarray(self.low)[:, None, None]
-        scale = (1.0 / (SPREAD * (np.asarray(self.high) - np.asarray(self.low))))[:, None, None]
+        with np.errstate(over="ignore"):  # a span beyond float64 takes the path in halves below
+            scale = (1.0 / (SPREAD * (np.asarray(self.high) - np.asarray(self.low))))[:, None, None]
         wide = x.dtype.kind == "f" and x.dtype.itemsize > 4
         if wide or not np.all(np.abs(np.concatenate([low, scale], axis=None)) < _FLOAT32_MAX):
-            # float64 images, or bounds / scales beyond float32 (1e300 intensities, a 1e-40 range)
-            wide_out = (x - low) * scale - CENTRE / SPREAD
+            # float64 images, or bounds / scales beyond float32 (1e300 intensities, a 1e-40 range).
+            # In halves, so that x - low cannot overflow float64 when the image spans +-1.8e308.
+            half_low = low / 2
+            half_scale = 1.0 / (SPREAD * (np.asarray(self.high)[:, None, None] / 2 - half_low))
+            wide_out = (np.asarray(x, dtype=np.float64) / 2 - half_low) * half_scale - CENTRE / SPREAD
             np.clip(wide_out, -INPUT_LIMIT, INPUT_LIMIT, out=wide_out)
             return wide_out.astype(np.float32)
         out = np.array(x, dtype=np.float32, copy=True)
