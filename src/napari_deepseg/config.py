@@ -192,8 +192,9 @@ class TrainingConfig:
         for name, limit in (("patch_size", MAX_PATCH_SIZE), ("batch_size", MAX_BATCH_SIZE)):
             if getattr(self, name) > limit:
                 raise ValueError(f"{name} must be at most {limit}, got {getattr(self, name)}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
-            raise ValueError(f"seed must be an integer in [0, 2**63 - 1], got {self.seed!r}")
+        seed: Any = self.seed  # annotated int, but anything may come in
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+            raise ValueError(f"seed must be an integer in [0, 2**63 - 1], got {seed!r}")
         if self.max_minutes is not None and (isinstance(self.max_minutes, bool) or not self.max_minutes > 0):
             raise ValueError(f"max_minutes must be > 0 (or None for no time limit), got {self.max_minutes!r}")
         if self.normalisation not in ("per_image", "dataset"):
