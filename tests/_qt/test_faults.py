@@ -100,7 +100,7 @@ def _predicting_widget(viewer, qtbot, model, size=2048):
     model_store().publish("fluo", model)  # how the widget finds models
     widget.image_combo.setCurrentText("big")
     widget.predict()
-    qtbot.waitUntil(lambda: widget.progress_bar.maximum() > 0, timeout=TIMEOUT)  # tiles under way
+    qtbot.waitUntil(lambda: widget._tiles.done >= 1, timeout=TIMEOUT)  # tiles under way
     return widget, image
 
 
@@ -119,8 +119,9 @@ def test_closing_the_viewer_mid_prediction_leaves_no_thread(
 
 def test_deleting_the_image_mid_prediction(make_napari_viewer, qtbot, fluo_model, no_exceptions):
     viewer = make_napari_viewer()
-    widget, image = _predicting_widget(viewer, qtbot, fluo_model, size=1024)
+    widget, image = _predicting_widget(viewer, qtbot, fluo_model, size=1536)
     data = image.data.copy()
+    assert widget.worker.is_running  # deleted mid-run
     with qtbot.waitSignal(widget.prediction_finished, timeout=TIMEOUT) as finished:
         viewer.layers.remove(image)
     result = finished.args[0]
@@ -158,3 +159,41 @@ def test_stop_ends_a_slow_iteration_within_a_second(make_napari_viewer, qtbot, n
     model = finished.args[0]
     assert model.iterations_trained in (done, done + 1)  # the iteration under way was dropped
     assert "stopped" in widget.status_label.text() and no_exceptions == []
+
+
+@pytest.mark.parametrize("failures", [1, 2])
+def test_prediction_out_of_memory_retries_with_smaller_tiles(
+    make_napari_viewer, qtbot, fluo_model, monkeypatch, failures
+):
+    from unittest.mock import patch
+
+    import torch
+    from napari.utils import notifications
+
+    viewer = make_napari_viewer()
+    image = viewer.add_image(np.random.default_rng(0).random((300, 300), dtype=np.float32), name="img")
+    widget = PredictWidget(viewer)
+    model_store().publish("fluo", fluo_model)
+    forward, calls = torch.nn.Conv2d.forward, []
+
+    def short_of_memory(self, x):  # the first pass (or the first two) fail at their first tile
+        calls.append(x.shape)
+        if len(calls) == 1 or (failures == 2 and len(calls) == 2):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 8.00 GiB")
+        return forward(self, x)
+
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", short_of_memory)
+    with (
+        patch.object(notifications, "show_warning") as warned,
+        patch.object(notifications, "show_error") as failed,
+    ):
+        signal = widget.prediction_finished if failures == 1 else widget.prediction_failed
+        with qtbot.waitSignal(signal, timeout=TIMEOUT):
+            widget.predict(image_layer=image)
+    assert warned.call_count == 1 and "predicting again with tiles of" in warned.call_args.args[0]
+    if failures == 1:
+        assert failed.call_count == 0 and widget.result_layer.data.shape == (300, 300)
+    else:
+        message = failed.call_args.args[0]
+        assert failed.call_count == 1 and "Not enough memory" in message and "tile size" in message
+        assert widget.predict_button.isEnabled()

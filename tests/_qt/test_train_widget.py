@@ -255,6 +255,20 @@ def test_out_of_memory_is_reported(trainer_setup, qtbot, errors, monkeypatch):
     assert len(errors) == 1 and "Out of memory" in errors[0] and "batch size" in errors[0]
 
 
+def test_out_of_memory_inside_an_iteration_says_what_to_lower(trainer_setup, qtbot, errors, monkeypatch):
+    import torch
+
+    _viewer, widget, _image, _labels = trainer_setup
+
+    def no_memory(self, x):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+
+    monkeypatch.setattr(torch.nn.Conv2d, "forward", no_memory)
+    _train_expecting_error(qtbot, widget, widget.start_button)
+    assert len(errors) == 1 and errors[0].count("Out of memory") == 1, errors  # one message, not two
+    assert "lower the batch size or the patch size" in errors[0] and "2.00 GiB" in errors[0]
+
+
 def test_model_that_does_not_fit_and_corrupt_file(trainer_setup, qtbot, errors, tmp_path):
     _viewer, widget, image, labels = trainer_setup
     rgb, strokes = load_he_sample()

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import DeviceOutOfMemoryError
 from ..prediction import CompactProbabilities
 from ..segmentation_model import SegmentationModel
 from ..training.history import describe
@@ -48,6 +49,9 @@ def result_text(image: str, result: str, hidden_preview: str | None) -> str:
 
 def error_text(error: BaseException) -> str | None:
     """What to tell the user about a failed prediction; ``None`` for an unexpected error (a bug)."""
+    if isinstance(error, DeviceOutOfMemoryError):  # tiles already halved once: its message says what next
+        text = str(error)
+        return f"Not enough memory to predict this image: {text[:1].lower() + text[1:]}"
     if isinstance(error, MemoryError) or "out of memory" in str(error).lower():  # torch OOM too
         return (
             f"Not enough memory to predict this image ({error}). Close other programs, turn off "

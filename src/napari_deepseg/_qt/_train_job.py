@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from .. import SegmentationModel, Trainer, TrainingConfig, TrainingProgress
+from ..errors import DeviceOutOfMemoryError
 from . import layers as layer_io
 from ._preview_job import PlanePreviewer, Preview, PreviewSchedule, PreviewSettings
 
@@ -199,6 +200,8 @@ def _steps(
 def describe_error(err: BaseException) -> str:
     """A message that says what went wrong and what to do about it."""
     text = str(err) or type(err).__name__
+    if isinstance(err, DeviceOutOfMemoryError):  # the trainer's own message says what to lower
+        return text[:1].upper() + text[1:]
     if "out of memory" in text.lower():
         return (
             "Out of memory while training: lower the batch size or the patch size, or choose the CPU "

@@ -35,6 +35,7 @@ from ._layout import row
 from ._model_dialogs import ask_load_path, load_model_file
 from ._predict_job import TileCount, error_text, model_text, predict_image, result_text
 from ._session import model_store
+from ._train_run import show_warning
 from ._uncertainty import PredictionUncertainty
 
 
@@ -198,7 +199,11 @@ class PredictWidget(QWidget):
             self._tiles,
             self._stop.is_set,
             _start_thread=False,
-            _connect={"errored": self._on_errored, "finished": self._on_worker_finished},
+            _connect={
+                "errored": self._on_errored,
+                "finished": self._on_worker_finished,
+                "warned": show_warning,  # e.g. out of memory: trying again with smaller tiles
+            },
         )
         self._pending = (layer, model)
         self._tiles.reset()
