@@ -181,7 +181,7 @@ def test_prediction_options_and_their_keyword_form(unet):
         base.replace(tilesize=64)
     with pytest.raises(ValueError, match="overlap must be in"):
         base.replace(tile_size=64, overlap=64)
-    with pytest.raises(ValueError, match="'fp16' is not a valid Precision"):
+    with pytest.raises(ValueError, match="precision must be one of 'auto', 'fp32', 'bf16', got 'fp16'"):
         PredictionOptions(precision="fp16")
     model = SegmentationModel(
         unet,

@@ -13,6 +13,7 @@ hide_triton_if_llvm_is_loaded()  # before torch/torchvision are imported below
 
 
 from .config import AugmentationConfig, TrainingConfig
+from .errors import DeviceOutOfMemoryError, TrainingDivergedError
 from .models import available_architectures
 from .prediction import CompactProbabilities, PredictionOptions, apply_threshold
 from .segmentation_model import SegmentationModel
@@ -23,11 +24,13 @@ from .uncertainty import suggest_next_region, uncertainty
 __all__ = [
     "AugmentationConfig",
     "CompactProbabilities",
+    "DeviceOutOfMemoryError",
     "PredictionOptions",
     "SegmentationModel",
     "TilingOptions",
     "Trainer",
     "TrainingConfig",
+    "TrainingDivergedError",
     "TrainingProgress",
     "ValidationMetrics",
     "apply_threshold",

@@ -45,7 +45,12 @@ class PredictionOptions:
     should_stop: Callable[[], bool] | None = None
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "precision", Precision(self.precision))  # also accepts "bf16"
+        try:
+            precision = Precision(self.precision)  # also accepts "bf16"
+        except ValueError:
+            choices = ", ".join(repr(p.value) for p in Precision)
+            raise ValueError(f"precision must be one of {choices}, got {self.precision!r}") from None
+        object.__setattr__(self, "precision", precision)
 
     def replace(self, **changes: Any) -> PredictionOptions:
         """A copy with some fields changed; ``tile_size``, ``overlap`` and ``batch_size`` change

@@ -7,6 +7,7 @@ of two 1D weights and their sums: no 2D weight map is ever kept.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,10 @@ class TilingOptions:
     batch_size: int = 1
 
     def __post_init__(self) -> None:
+        for name in ("tile_size", "overlap", "batch_size"):  # bool is an int, but not a size
+            value = getattr(self, name)
+            if not isinstance(value, numbers.Integral) or isinstance(value, bool):
+                raise TypeError(f"{name} must be an integer, got {value!r}")
         if self.tile_size < 32:
             raise ValueError(f"tile_size must be at least 32, got {self.tile_size}")
         if not 0 <= self.overlap < self.tile_size:

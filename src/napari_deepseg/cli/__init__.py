@@ -6,6 +6,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from ..errors import DeviceOutOfMemoryError
 from . import demo, predict, train
 
 __all__ = ["main"]
@@ -22,7 +23,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, OSError, FloatingPointError) as err:  # OSError: disk full, permissions
+    # OSError: disk full, permissions; FloatingPointError: training diverged (TrainingDivergedError)
+    except (ValueError, TypeError, OSError, FloatingPointError, DeviceOutOfMemoryError) as err:
         message = " ".join(str(err).split())  # one line, whatever the message held
         print(f"napari-deepseg {args.command}: error: {message}", file=sys.stderr)
         return 1

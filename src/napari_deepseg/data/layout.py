@@ -107,7 +107,7 @@ def _infer_channel_axis(shape: tuple[int, ...], in_channels: int | None) -> int 
         if shape[axis] == in_channels:
             return axis
     raise ValueError(
-        f"the model expects {in_channels} channels but no axis of the image with shape {shape} "
+        f"the model expects {_channels(in_channels)} but no axis of the image with shape {shape} "
         f"has {in_channels} entries; pick an image with {in_channels} channels"
     )
 
@@ -165,7 +165,7 @@ def to_slices(image: Any, *, channel_axis: int | None = None, in_channels: int |
         found = shape[axis]  # type: ignore[index]  # normalise_axis gave an int: ndim >= 3 here
         if in_channels is not None and found != in_channels:
             raise ValueError(
-                f"the model expects {in_channels} channels but channel axis {channel_axis} of the "
+                f"the model expects {_channels(in_channels)} but channel axis {channel_axis} of the "
                 f"image with shape {shape} has {found}"
             )
     else:
@@ -184,3 +184,7 @@ def _dask_moveaxis(array: Any, axis: int) -> Any:
     import dask.array as da
 
     return da.moveaxis(array, axis, -3)
+
+
+def _channels(count: int) -> str:
+    return f"{count} channel" if count == 1 else f"{count} channels"
