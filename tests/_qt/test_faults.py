@@ -197,3 +197,24 @@ def test_prediction_out_of_memory_retries_with_smaller_tiles(
         message = failed.call_args.args[0]
         assert failed.call_count == 1 and "Not enough memory" in message and "tile size" in message
         assert widget.predict_button.isEnabled()
+
+
+def test_a_failed_save_keeps_the_previous_file_and_says_so(make_napari_viewer, fluo_model, tmp_path, errors):
+    import errno
+    import os
+    from unittest.mock import patch
+
+    widget = TrainWidget(make_napari_viewer())
+    widget.model = fluo_model
+    path = tmp_path / "model.safetensors"
+    assert widget.save_model(path) == path
+    previous = path.read_bytes()
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    with patch("os.replace", disk_full):
+        assert widget.save_model(path) is None
+    assert path.read_bytes() == previous and sorted(tmp_path.iterdir()) == [path]  # no temporary left
+    assert len(errors) == 1 and "No space left on device" in errors[0] and str(path) in errors[0]
+    assert widget.save_model(tmp_path / "elsewhere.safetensors") is not None  # still in memory

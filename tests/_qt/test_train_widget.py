@@ -185,20 +185,6 @@ def test_deleting_and_editing_layers_does_not_change_the_run(trainer_setup, qtbo
     np.testing.assert_allclose([h["loss"] for h in model.history], expected, rtol=1e-2)
 
 
-def test_closing_the_viewer_stops_training(make_napari_viewer, qtbot):
-    viewer = make_napari_viewer()
-    image, labels = [viewer._add_layer_from_data(*item)[0] for item in fluorescence_sample_layers()]
-    widget = TrainWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Train")
-    widget.set_pairs([(image, labels)])
-    widget.set_config(**{**FAST, "iterations": 500})
-    widget.start_button.click()
-    qtbot.waitUntil(lambda: widget.plot.point_count >= 1, timeout=TIMEOUT)
-    worker = widget.worker
-    viewer.close()
-    assert not worker.is_running  # the widget's teardown quit the worker and waited for it
-
-
 @pytest.mark.parametrize("case", ["no strokes", "shape mismatch", "labels as image", "no image"])
 def test_bad_pairs_are_reported_and_leave_the_widget_usable(trainer_setup, errors, case):
     viewer, widget, image, labels = trainer_setup
