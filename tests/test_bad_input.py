@@ -244,3 +244,13 @@ def test_a_one_pixel_image_predicts_and_cannot_train_on_one_class(model):
     assert model.predict(np.ones((1, 1), np.float32)).shape == (1, 1)
     with pytest.raises(ValueError, match=r"only class 1 is painted"):
         Trainer(np.ones((1, 1), np.float32), np.ones((1, 1), np.uint8), fast_config())
+
+
+def test_a_nan_between_the_sampled_pixels_is_still_refused(model):
+    # 2,250,000 pixels: the normalisation samples every second one; (1, 1) is not among them.
+    image = np.random.default_rng(0).random((1500, 1500), dtype=np.float32)
+    image[1, 1] = np.nan
+    for predict in (model.predict, model.predict_compact, model.predict_proba):
+        with pytest.raises(ValueError, match="contains NaN or infinite values"):
+            predict(image)
+    assert np.isnan(image[1, 1]) and np.isfinite(np.delete(image.ravel(), 1501)).all()  # untouched

@@ -166,6 +166,9 @@ def _forward_tiles(
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for start in range(0, len(tiles), batch_size):
         chunk = tiles[start : start + batch_size]
+        for _, tile in chunk:  # the bounds saw a grid of samples only: a stray NaN shows here
+            if tile.dtype.kind == "f" and not np.isfinite(tile).all():
+                raise ValueError("the image contains NaN or infinite values; clean or fill them first")
         batch = torch.from_numpy(np.stack([normalisation.apply(t) for _, t in chunk]))
         batch = batch.to(device, memory_format=memory_format)
         with autocast(device, dtype):

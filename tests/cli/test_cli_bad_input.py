@@ -309,3 +309,15 @@ def test_an_interrupted_prediction_leaves_no_labels_file(folder, capsys, monkeyp
     assert main(_predict(output="interrupted.tif")(folder)) == 130
     assert not (folder / "interrupted.tif").exists()
     assert capsys.readouterr().err.strip().splitlines()[-1] == "interrupted"
+
+
+def test_a_nan_found_only_in_a_tile_leaves_no_labels_file(folder, capsys):
+    # 1500 x 1500: the normalisation samples every second pixel and misses (1, 1); a tile finds it
+    # after the streamed labels file was created.
+    image = np.random.default_rng(1).random((1500, 1500), dtype=np.float32)
+    image[1, 1] = np.nan
+    tifffile.imwrite(folder / "stray_nan.tif", image)
+    code = main(_predict("stray_nan.tif", "--tile-size", "512", output="stray_nan_out.tif")(folder))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and "contains NaN or infinite values" in err[-1], err
+    assert not (folder / "stray_nan_out.tif").exists()
