@@ -112,7 +112,8 @@ class PredictWidget(QWidget):
         self.predict_button.clicked.connect(self.predict)
         self.cancel_button.clicked.connect(self.cancel)
         self._progress_timer = QTimer(self, interval=100, timeout=self._show_progress)
-        self.destroyed.connect(self._stop.set)  # the viewer or the dock closed: the worker stops too
+        stop = self._stop  # not self: the slot outlives the widget; destroyed's argument is dropped
+        self.destroyed.connect(lambda *_: stop.set())  # the viewer or the dock closed: the worker stops
         self._store.changed.connect(self._refresh_models)
         self._refresh_models()
 
