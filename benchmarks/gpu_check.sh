@@ -14,5 +14,26 @@ timeout 150 "$py" -m pytest -q -p no:xvfb -p no:cacheprovider -m gpu tests/test_
 tests=$?
 timeout 150 "$py" -u benchmarks/gpu_check.py --json "$out/gpu_check.json"
 figures=$?
-echo "gpu_check: tests exit $tests, figures exit $figures"
-exit $(( tests != 0 || figures != 0 ))
+# With more than one GPU: the same training on 1 and on all GPUs through torchrun (DDP, NCCL).
+gpus=$("$py" -c "import torch; print(torch.cuda.device_count())")
+ddp=0
+if [ "$gpus" -gt 1 ]; then
+    data=$(mktemp -d)
+    "$py" - "$data" <<'PY'
+import sys, tifffile
+from napari_deepseg import sample_data
+image, strokes = sample_data.load_fluorescence_sample()
+tifffile.imwrite(f"{sys.argv[1]}/image.tif", image)
+tifffile.imwrite(f"{sys.argv[1]}/labels.tif", strokes)
+PY
+    for n in 1 "$gpus"; do
+        start=$(date +%s.%N)
+        timeout 120 "$py" -m torch.distributed.run --standalone --nproc-per-node="$n" -m napari_deepseg.cli \
+            train --image "$data/image.tif" --labels "$data/labels.tif" --output "$data/model$n.safetensors" \
+            --iterations 100 --device cuda >"$data/log$n.txt" 2>&1 || ddp=1
+        end=$(date +%s.%N)
+        echo "gpu_check: DDP $n GPU(s), 100 iterations (batch per GPU as default): $(awk "BEGIN { printf \"%.1f\", $end - $start }") s"
+    done
+fi
+echo "gpu_check: tests exit $tests, figures exit $figures, DDP exit $ddp"
+exit $(( tests != 0 || figures != 0 || ddp != 0 ))

@@ -1,19 +1,31 @@
 """GUI-thread latency while the Train widget trains in a shown napari viewer.
 
 A 10 ms QTimer probe on the main thread records the gap between consecutive timeouts; the
-stall is the gap minus 10 ms. Fluorescence sample, live loss plot and live preview on.
-An idle-viewer probe runs first: the machine's own noise. --compare-threads trains twice in
-one viewer (torch's default threads, then one fewer). The count is set inside the worker
-thread: torch.set_num_threads on the GUI thread does not reach a pool thread that already ran.
+stall is the gap minus 10 ms. Fluorescence sample, live loss plot, live preview and its
+uncertainty layer on. An idle-viewer probe runs first: the machine's own noise.
+--compare-threads trains twice in one viewer (torch's default threads, then one fewer). The count
+is set inside the worker thread: torch.set_num_threads on the GUI thread does not reach a pool
+thread that already ran.
+
+Attribution: a watchdog thread samples the GUI thread's Python stack (``sys._current_frames``)
+every 2 ms while the probe is late, and a ``gc`` callback times collections (any thread: they
+hold the GIL); each stall over --attribute-ms is named by what its samples were doing. "run max"
+leaves out the Start click (the two preview layers are added then): from the first record on.
 
     xvfb-run -a python benchmarks/ui_latency.py [--iterations 200] [--patch-size 128]
                                 [--threads N | --compare-threads] [--idle-seconds 5]
+                                [--no-uncertainty] [--attribute-ms 30]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
+import gc
 import os
+import pickle
+import sys
+import threading
 import time
 from typing import Any
 
@@ -44,9 +56,11 @@ class Probe:
         self.timer = QTimer(timerType=Qt.PreciseTimer, interval=PROBE_MS, timeout=self._tick)
         self.last: float | None = None
         self.gaps: list[float] = []
+        self.ticks: list[float] = []
 
     def start(self) -> None:
         self.last = time.perf_counter()
+        self.ticks = [self.last]
         self.timer.start()
 
     def _tick(self) -> None:
@@ -54,10 +68,124 @@ class Probe:
         if self.last is not None:
             self.gaps.append(now - self.last)
         self.last = now
+        self.ticks.append(now)
 
     def stop(self) -> np.ndarray:
         self.timer.stop()
         return np.maximum(np.asarray(self.gaps) * 1000 - PROBE_MS, 0.0)
+
+
+# What a GUI-thread stack sample was doing: the innermost frame that matches a rule's path
+# fragment (and function name, if given) names it; the generic rules only when no specific one does.
+_CAUSES = (
+    ("loss plot: matplotlib draw", "matplotlib", ""),
+    ("preview labels layer: data refresh", "napari/layers/labels", ""),
+    ("uncertainty image layer: data refresh", "napari/layers/image", ""),
+    ("napari layer: data refresh (base, thumbnail)", "napari/layers/", ""),
+    ("napari layer list / layer controls", "napari/_qt/containers", ""),
+    ("napari layer list / layer controls", "napari/_qt/layer_controls", ""),
+    ("napari layer list / selection events", "napari/components/layerlist", ""),
+    ("vispy: canvas draw (OpenGL, texture upload)", "vispy", ""),
+    ("napari qt canvas / vispy bridge", "napari/_vispy", ""),
+    ("napari progress bar / activity dock", "qt_progress", ""),
+)
+_FALLBACK = (
+    ("our GUI code", "napari_deepseg", ""),
+    ("napari events", "napari/utils/events", ""),
+    ("Qt event loop (C++: painting, X11, or waiting for the GIL / a core)", "ui_latency.py", "run_once"),
+    ("Qt event loop (C++: painting, X11, or waiting for the GIL / a core)", "ui_latency.py", "probe_idle"),
+)
+
+
+def _cause(stack: tuple[tuple[str, str], ...]) -> str:
+    for rules in (_CAUSES, _FALLBACK):
+        for path, name in reversed(stack):
+            for cause, fragment, function in rules:
+                if fragment in path and (not function or function == name):
+                    return cause
+    path, name = stack[-1] if stack else ("?", "?")
+    return f"other: {os.path.basename(path)}:{name}"
+
+
+def _stack(frame: Any) -> tuple[tuple[str, str], ...]:
+    frames = []
+    while frame is not None:
+        frames.append((frame.f_code.co_filename.replace(os.sep, "/"), frame.f_code.co_name))
+        frame = frame.f_back
+    return tuple(reversed(frames))
+
+
+class StallSampler:
+    """Samples the GUI thread's stack every ``every_ms`` while the probe is more than ``late_ms``
+    late, and times garbage collections."""
+
+    def __init__(self, probe: Probe, late_ms: float = 5.0, every_ms: float = 2.0) -> None:
+        self.probe, self.late, self.every = probe, late_ms / 1000, every_ms / 1000
+        self.main = threading.main_thread().ident
+        self.samples: list[tuple[float, tuple[tuple[str, str], ...]]] = []
+        self.collections: list[tuple[float, float, int]] = []  # (start, end, generation)
+        self._gc_start = 0.0
+        self._halt = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> StallSampler:
+        gc.callbacks.append(self._on_gc)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._halt.set()
+        self._thread.join()
+        gc.callbacks.remove(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict[str, Any]) -> None:
+        # On any thread: a collection holds the GIL, so the GUI thread waits for it.
+        now = time.perf_counter()
+        if phase == "start":
+            self._gc_start = now
+        else:
+            self.collections.append((self._gc_start, now, info["generation"]))
+
+    def _run(self) -> None:
+        while not self._halt.wait(self.every):
+            last, now = self.probe.last, time.perf_counter()
+            if last is not None and now - last > PROBE_MS / 1000 + self.late:
+                frame = sys._current_frames().get(self.main)
+                if frame is not None:
+                    self.samples.append((now, _stack(frame)))
+
+    def attribute(self, stalls_over_ms: float) -> tuple[collections.Counter[str], list[str]]:
+        """Milliseconds of stall per cause (each stall's length split by its samples), and a
+        line for each of the ten longest stalls."""
+        ticks, samples = self.probe.ticks, self.samples
+        totals: collections.Counter[str] = collections.Counter()
+        lines = []
+        times = [t for t, _ in samples]
+        for start, end in zip(ticks, ticks[1:]):
+            stall = (end - start) * 1000 - PROBE_MS
+            if stall < stalls_over_ms:
+                continue
+            lo, hi = np.searchsorted(times, start), np.searchsorted(times, end)
+            causes = collections.Counter(_cause(stack) for _, stack in samples[lo:hi])
+            gc_ms = sum(
+                (min(b, end) - max(a, start)) * 1000 for a, b, _ in self.collections if b > start and a < end
+            )
+            totals["(of which: garbage collection, any thread)"] += gc_ms
+            n = sum(causes.values()) or 1
+            for cause, count in causes.items():
+                totals[cause] += stall * count / n
+            if not causes:
+                totals["no sample (sampler thread starved too)"] += stall
+            top = ", ".join(f"{c} {100 * k / n:.0f}%" for c, k in causes.most_common(3) if k)
+            lines.append(
+                (
+                    stall,
+                    f"{stall:6.0f} ms at {start - ticks[0]:6.1f} s: {top or 'no sample'}"
+                    + (f"; gc {gc_ms:.0f} ms" if gc_ms > 0.5 else ""),
+                )
+            )
+        lines.sort(reverse=True)
+        return totals, [text for _, text in lines[:10]]
 
 
 class TimedHandler:
@@ -98,16 +226,22 @@ def probe_idle(seconds: float) -> dict[str, Any]:
     return _row(
         "idle",
         probe.stop(),
+        max_running=np.nan,
         iterations=0,
         wall=time.perf_counter() - start,
         per_iteration=np.nan,
         handler_p50=np.nan,
         handler_max=np.nan,
         redraws=0,
+        full_draws=0,
+        causes={},
+        worst=[],
     )
 
 
-def run_once(viewer: napari.Viewer, widget: TrainWidget, threads: int | None) -> dict[str, Any]:
+def run_once(
+    viewer: napari.Viewer, widget: TrainWidget, threads: int | None, attribute_ms: float, dump: str = ""
+) -> dict[str, Any]:
     seen: dict[str, int] = {}
 
     def drive(job: Any) -> Any:  # the worker thread's own intra-op thread count, then the job
@@ -129,21 +263,36 @@ def run_once(viewer: napari.Viewer, widget: TrainWidget, threads: int | None) ->
     QTimer.singleShot(0, widget.start)
     start = time.perf_counter()
     probe.start()
-    loop.exec_()
+    sampler = StallSampler(probe)
+    if attribute_ms > 0:
+        with sampler:
+            loop.exec_()
+    else:
+        loop.exec_()
     end = time.perf_counter()
     stalls = probe.stop()
+    causes, worst = sampler.attribute(attribute_ms) if attribute_ms > 0 else ({}, [])
+    if dump:
+        with open(dump, "wb") as f:
+            pickle.dump({"ticks": probe.ticks, "samples": sampler.samples, "gc": sampler.collections}, f)
     widget.training_finished.disconnect(loop.quit)
     train_module.drive = _original_drive
     iterations = widget.model.iterations_trained if widget.model is not None else 0
+    ticks = np.asarray(probe.ticks[: len(stalls)])
+    running = stalls[ticks >= (handler.started or start)]  # from the first record: Start excluded
     return _row(
         seen.get("threads", 0),
         stalls,
+        max_running=float(running.max()) if running.size else np.nan,
         iterations=iterations,
         wall=end - start,
         per_iteration=(end - (handler.started or start)) / max(iterations, 1),
         handler_p50=float(np.median(handler.ms)) if handler.ms else np.nan,
         handler_max=max(handler.ms, default=np.nan),
         redraws=widget.plot.redraw_count,
+        full_draws=getattr(widget.plot, "full_draw_count", widget.plot.redraw_count),
+        causes=causes,
+        worst=worst,
     )
 
 
@@ -163,6 +312,9 @@ def main() -> None:
         default=5.0,
         help="probe the idle viewer first for this long (the machine's own noise)",
     )
+    parser.add_argument("--no-uncertainty", action="store_true", help="leave 'Show uncertainty' off")
+    parser.add_argument("--attribute-ms", type=float, default=30.0, help="name stalls over this (0: off)")
+    parser.add_argument("--dump", default="", help="pickle the probe ticks and stack samples here")
     args = parser.parse_args()
     load_start = _load()
     default = torch.get_num_threads()
@@ -185,6 +337,7 @@ def main() -> None:
         validation_fraction=0.0,
         preview=True,
     )
+    widget.uncertainty_checkbox.setChecked(not args.no_uncertainty)
     for _ in range(20):  # let the window map and settle before measuring
         app.processEvents()
         time.sleep(0.01)
@@ -192,20 +345,21 @@ def main() -> None:
     results = [probe_idle(args.idle_seconds)] if args.idle_seconds > 0 else []
     for threads in runs:
         widget.plot.redraw_count = 0
-        results.append(run_once(viewer, widget, threads))
+        results.append(run_once(viewer, widget, threads, args.attribute_ms, args.dump))
     load_end = _load()
 
     config = widget.config()
     print(
         f"UI latency while training: fluorescence, {config.architecture}, patch {config.patch_size}, "
-        f"batch {config.batch_size}, preview every {widget.controls.preview_interval}, device "
+        f"batch {config.batch_size}, preview every {widget.controls.preview_interval}, uncertainty "
+        f"{'off' if args.no_uncertainty else 'on'}, device "
         f"{config.device}, {os.cpu_count()} CPUs; probe {PROBE_MS} ms, stall = gap - {PROBE_MS} ms"
     )
     print(f"load average (1/5/15 min): start {load_start}, end {load_end}")
     header = (
         f"{'threads':>7} {'iters':>5} {'wall s':>7} {'s/iter':>7} {'samples':>7} {'p50 ms':>7} "
-        f"{'p99 ms':>7} {'max ms':>7} {'p99<30':>6} {'max<100':>7} {'yielded p50/max ms':>18} "
-        f"{'redraws':>7}"
+        f"{'p99 ms':>7} {'max ms':>7} {'run max':>7} {'p99<30':>6} {'max<100':>7} {'yielded p50/max ms':>18} "
+        f"{'redraws':>7} {'full':>5}"
     )
     print(header)
     print("-" * len(header))
@@ -219,14 +373,24 @@ def main() -> None:
         print(
             f"{r['threads']:>7} {r['iterations']:>5} {r['wall']:>7.1f} "
             f"{'-' if idle else format(r['per_iteration'], '.3f'):>7} "
-            f"{r['samples']:>7} {r['p50']:>7.1f} {r['p99']:>7.1f} {r['max']:>7.1f} "
+            f"{r['samples']:>7} {r['p50']:>7.1f} {r['p99']:>7.1f} {r['max']:>7.1f} {r['max_running']:>7.1f} "
             f"{'PASS' if p99_ok else 'MISS':>6} {'PASS' if max_ok else 'MISS':>7} {handler:>18} "
-            f"{r['redraws']:>7}"
+            f"{r['redraws']:>7} {r['full_draws']:>5}"
         )
     for r in results:
         print(f"  {r['threads']}: worst stalls ms " + ", ".join(f"{v:.0f}" for v in r["top"]))
+        if r["causes"]:
+            print(
+                f"  {r['threads']}: stall ms over {args.attribute_ms:.0f} ms, by cause (GUI-thread samples):"
+            )
+            for cause, ms in sorted(r["causes"].items(), key=lambda item: -item[1]):
+                print(f"    {ms:7.0f}  {cause}")
+            print(f"  {r['threads']}: the longest stalls:")
+            for line in r["worst"]:
+                print(f"    {line}")
     rows = "; ".join(
-        f"{r['threads']} threads p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms, "
+        f"{r['threads']} threads p99 {r['p99']:.1f} ms, max {r['max']:.1f} ms "
+        f"({r['max_running']:.1f} after Start), "
         f"{r['per_iteration']:.3f} s/iter"
         for r in results
         if r["threads"] != "idle"

@@ -18,6 +18,14 @@ MPS_OOM = RuntimeError("MPS backend out of memory (MPS allocated: 8.00 GB, other
 IMAGE = np.random.default_rng(0).random((200, 300)).astype(np.float32)
 
 
+@pytest.fixture(autouse=True)
+def _run_the_module_itself(monkeypatch):
+    """The memory double counts passes on itself; a BatchNorm-folded copy would count its own."""
+    from napari_deepseg import prediction
+
+    monkeypatch.setattr(prediction, "inference_network", lambda module: module)
+
+
 class _LimitedMemory(torch.nn.Module):
     """``net`` on a device that holds at most ``max_pixels`` input pixels per forward pass."""
 

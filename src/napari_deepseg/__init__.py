@@ -14,19 +14,23 @@ hide_triton_if_llvm_is_loaded()  # before torch/torchvision are imported below
 
 from .config import AugmentationConfig, TrainingConfig
 from .errors import DeviceOutOfMemoryError, TrainingDivergedError
+from .export import ExportError
 from .models import available_architectures
 from .prediction import CompactProbabilities, PredictionOptions, apply_threshold
 from .segmentation_model import SegmentationModel
 from .tiling import TilingOptions
 from .training import Trainer, TrainingProgress, ValidationMetrics
+from .training.tensorboard import TensorBoardLogger
 from .uncertainty import suggest_next_region, uncertainty
 
 __all__ = [
     "AugmentationConfig",
     "CompactProbabilities",
     "DeviceOutOfMemoryError",
+    "ExportError",
     "PredictionOptions",
     "SegmentationModel",
+    "TensorBoardLogger",
     "TilingOptions",
     "Trainer",
     "TrainingConfig",

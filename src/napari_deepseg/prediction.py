@@ -18,12 +18,13 @@ from ._device import autocast, eval_mode, resolve_precision, use_channels_last
 from .data.layout import SliceView
 from .data.normalisation import Normalisation
 from .errors import DeviceOutOfMemoryError, is_out_of_memory, release_cached_memory
+from .models._folding import inference_network
 from .prediction_options import TILING_FIELDS as TILING_FIELDS
 from .prediction_options import PredictionOptions as PredictionOptions
 from .prediction_options import ProgressCallback as ProgressCallback
 from .threshold import CompactProbabilities as CompactProbabilities
 from .threshold import apply_threshold as apply_threshold
-from .threshold import best_class, check_min_probability
+from .threshold import check_min_probability, most_probable_class
 from .threshold import label_dtype as label_dtype
 from .tiling import AxisTiles, smaller_tiling, tiling_used
 from .tiling import TilingOptions as TilingOptions  # re-exported: part of PredictionOptions
@@ -121,15 +122,18 @@ def _predict_bands(
     done = 0
     device = options.device_for(module)
     dtype = resolve_precision(options.precision, device)
-    channels_last = use_channels_last(device, dtype)
+    # Inference takes channels_last on the CPU whatever the precision (1.1-1.4x in fp32 too,
+    # benchmarks/inference_speed.py); training keeps use_channels_last's choice.
+    channels_last = device.type == "cpu" or use_channels_last(device, dtype)
     progress, should_stop = options.progress, options.should_stop
     with eval_mode(module), torch.inference_mode():
+        network = inference_network(module)  # BatchNorms folded into their convolutions
         for s in range(num_slices):
             band = np.zeros((th, width, num_classes), np.float32)
             for row, y0 in enumerate(ys):
                 tiles = [(i, np.asarray(data[s, :, y0 : y0 + th, x0 : x0 + tw])) for i, x0 in enumerate(xs)]
                 for i, probs in _forward_tiles(
-                    module, tiles, normalisation, options.tiling.batch_size, device, dtype, channels_last
+                    network, tiles, normalisation, options.tiling.batch_size, device, dtype, channels_last
                 ):
                     probs *= rows.weights[row][:, None, None]
                     probs *= cols.weights[i][None, :, None]
@@ -239,8 +243,8 @@ def predict_labels(
     leading = [np.unravel_index(s, view.leading_shape) for s in range(view.num_slices)]
 
     def write(s: int, y0: int, chunk: np.ndarray) -> None:
-        best, top = best_class(chunk)
-        labels = (best + 1).astype(out.dtype)
+        labels, top = most_probable_class(np.moveaxis(chunk, -1, 0))
+        labels = labels.astype(out.dtype, copy=False)
         if min_probability > 0:
             labels *= top >= min_probability
         index = (*leading[s], slice(y0, y0 + chunk.shape[0]))

@@ -228,16 +228,26 @@ class SegmentationModel:
         min_probability: float = 0.0,
         out: Any = None,
         channel_axis: int | None = None,
+        client: Any = None,
         **keywords: Any,
     ) -> np.ndarray:
         """Labels 0..K: the most probable class where its probability reaches ``min_probability``.
 
         ``out``: an integer array of the image's spatial shape to write the labels into band by
         band (numpy, ``np.memmap``, a memory-mapped TIFF, zarr), for images larger than memory;
-        it is returned. ``options`` and keywords as for :meth:`predict_proba`.
+        it is returned. ``options`` and keywords as for :meth:`predict_proba`. ``client``: a
+        ``distributed.Client`` whose workers predict the image block by block, with the same
+        labels (:func:`napari_deepseg.cluster.predict_on_cluster`; a zarr ``out`` is written by them).
         """
         view = self.view(image, channel_axis)
         options = _with_keywords(options, keywords)
+        if client is not None:
+            from .cluster import predict_on_cluster
+
+            return predict_on_cluster(  # type: ignore[no-any-return]
+                self, image, client, options=options, min_probability=min_probability, out=out,
+                channel_axis=channel_axis,
+            )  # fmt: skip
         if options.device is not None:
             self.to(options.device)
         if out is None:
@@ -253,6 +263,17 @@ class SegmentationModel:
         from .model_file import save_model
 
         return save_model(self, path)
+
+    def export(self, path: str | Path, format: str, **options: Any) -> Path:  # noqa: A002
+        """Write the network for other tools: ``"torchscript"``, ``"onnx"`` or ``"bioimageio"``
+        (a zipped bioimage.io model package), checked against :meth:`predict_proba` first.
+
+        Options (``image``, ``authors``, ``license``, ...) and the input each format takes:
+        :func:`napari_deepseg.export.export_model`.
+        """
+        from .export import export_model
+
+        return export_model(self, path, format, **options)
 
     @classmethod
     def load(cls, path: str | Path, *, device: str = "cpu") -> SegmentationModel:

@@ -7,16 +7,14 @@ pixel on the compact result, fast enough for 4096x4096.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
-
-def best_class(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index and value of the largest entry along the last (contiguous) axis; ties: lowest index."""
-    best = probabilities.argmax(axis=-1)
-    top = np.take_along_axis(probabilities, best[..., None], axis=-1)[..., 0]
-    return best, top
+# Pixels per band when float probabilities are reduced: the temporaries stay a few MB whatever
+# the image size (a whole-image argmax held a classes-last copy and int64 indices: 1.3 GB at 8192²).
+BAND_PIXELS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -43,13 +41,16 @@ class CompactProbabilities:
     def from_probabilities(cls, probabilities: np.ndarray) -> CompactProbabilities:
         probabilities = _check_probabilities(probabilities)
         out = cls.empty(probabilities.shape[1:], probabilities.shape[0])
-        out.write(np.moveaxis(probabilities, 0, -1), ())
+        for index in _bands(probabilities.shape[1:]):
+            labels, top = most_probable_class(probabilities[(slice(None),) + tuple(index)])
+            out.best_class[index] = labels
+            out.best_probability[index] = np.rint(np.clip(top, 0, 1) * 255)
         return out
 
     def write(self, probabilities: np.ndarray, index: tuple) -> None:
         """Store float probabilities (..., K), classes last, at ``index`` of the spatial arrays."""
-        best, top = best_class(probabilities)
-        self.best_class[index] = best + 1
+        labels, top = most_probable_class(np.moveaxis(probabilities, -1, 0))
+        self.best_class[index] = labels
         self.best_probability[index] = np.rint(np.clip(top, 0, 1) * 255)
 
 
@@ -82,11 +83,41 @@ def apply_threshold(probabilities: np.ndarray | CompactProbabilities, min_probab
         labels: np.ndarray = probabilities.best_class * (probabilities.best_probability >= level)
         return labels
     probabilities = _check_probabilities(probabilities)
-    best, top = best_class(np.moveaxis(probabilities, 0, -1))
-    labels = (best + 1).astype(label_dtype(probabilities.shape[0]))
-    if min_probability > 0:
-        labels[top < min_probability] = 0
+    labels = np.empty(probabilities.shape[1:], label_dtype(probabilities.shape[0]))
+    for index in _bands(labels.shape):
+        band, top = most_probable_class(probabilities[(slice(None),) + tuple(index)])
+        if min_probability > 0:
+            band *= top >= min_probability
+        labels[index] = band
     return labels
+
+
+def _bands(spatial: tuple[int, ...]) -> Iterator[tuple]:
+    """Indices of the spatial array in bands of about ``BAND_PIXELS``: whole rows of the last two
+    axes, one leading index (plane, time point) at a time."""
+    if len(spatial) == 1:
+        for i0 in range(0, spatial[0], BAND_PIXELS):
+            yield (slice(i0, i0 + BAND_PIXELS),)
+        return
+    rows = max(1, BAND_PIXELS // max(1, spatial[-1]))
+    for lead in np.ndindex(*spatial[:-2]):
+        for r0 in range(0, spatial[-2], rows):
+            yield (*lead, slice(r0, r0 + rows))
+
+
+def most_probable_class(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Most probable class 1..K (label dtype) and its probability (float) of a (K, ...) block.
+
+    One pass per class over contiguous planes: 2.3x faster than an argmax over the class axis,
+    which copies the block classes-last first. Ties go to the lower class (strict ``>``).
+    """
+    top = np.array(probabilities[0], dtype=np.result_type(probabilities.dtype, np.float32))
+    labels = np.ones(top.shape, label_dtype(probabilities.shape[0]))
+    for k in range(1, probabilities.shape[0]):
+        plane = probabilities[k]
+        labels[plane > top] = k + 1
+        np.maximum(top, plane, out=top)
+    return labels, top
 
 
 def _check_probabilities(probabilities: np.ndarray) -> np.ndarray:

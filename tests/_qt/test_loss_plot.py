@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import math
 
 import numpy as np
@@ -191,8 +192,169 @@ def test_preview_stability_and_what_the_markers_show(plot):
     plot.flush()
     assert list(plot.stability_line.get_xdata()) == [3, 6, 9]
     assert plot.stability_line.get_ydata()[-1] == pytest.approx(1 - 0.1 / 9)
-    labels = [text.get_text() for text in plot._legend.get_texts()]
+    labels = [text.get_text() for text in plot.curves.legend.get_texts()]
     assert "validation mIoU (averaged weights)" in labels and "preview stability" in labels
     assert plot.val_axes.get_ylabel() == "averaged weights"
     plot.clear()
     assert len(plot.stability_line.get_xdata()) == 0 and not plot.val_axes.get_visible()
+
+
+# ------------------------------------------------------------------ blitting
+def noisy_records(n: int, seed: int = 0) -> list[TrainingProgress]:
+    """A training-like curve: decaying loss with noise and a few spikes, validation every 50."""
+    rng = np.random.default_rng(seed)
+    loss = 1.5 * np.exp(-np.arange(n) / 150) + 0.05 + rng.normal(0, 0.03, n)
+    loss[rng.choice(n, 5, replace=False)] += 0.8
+    return [
+        dataclasses.replace(record(i, validation=i % 50 == 0), loss=float(abs(v)))
+        for i, v in enumerate(loss, start=1)
+    ]
+
+
+@pytest.fixture
+def shown_plot(plot, qtbot) -> LossPlot:
+    plot.resize(420, 300)
+    plot.show()
+    qtbot.waitExposed(plot)
+    plot.flush()
+    return plot
+
+
+def live_frame(plot: LossPlot) -> None:
+    plot._timer.stop()
+    plot._live_redraw()  # what the throttle timer calls during a run
+
+
+def pixels(plot: LossPlot) -> np.ndarray:
+    return np.asarray(plot.canvas.buffer_rgba())[..., :3].astype(int).copy()
+
+
+def line_data(plot: LossPlot) -> list[np.ndarray]:
+    lines = (plot.raw_line, plot.smooth_line, plot.val_line, plot.stability_line)
+    return [np.asarray(d, float) for line in lines for d in line.get_data()]
+
+
+def test_blitted_frames_equal_a_full_redraw(shown_plot, qtbot):
+    plot = shown_plot
+    records = noisy_records(300)
+    full_before = plot.full_draw_count
+    for i, r in enumerate(records):
+        plot.append(r)
+        if i % 3 == 0:
+            plot.add_stability(r.iteration, 0.9 + 0.1 * np.sin(i))
+        live_frame(plot)
+    assert plot.curves.blitter.blits > 250  # most frames were blitted
+    assert plot.full_draw_count - full_before < 30
+    blitted, data = pixels(plot), line_data(plot)
+    assert (np.abs(blitted - pixels_of_background(plot)).max(axis=2) > 60).sum() > 200  # curves drawn
+
+    plot.canvas.draw()  # the same limits, everything drawn at once
+    full = pixels(plot)
+    assert blitted.shape == full.shape
+    differ = np.abs(blitted - full).max(axis=2) > 40
+    assert differ.mean() < 0.002, differ.sum()  # only where a curve meets a spine (drawn in another order)
+
+    other = LossPlot()  # the same records, drawn in one go: the same curves
+    qtbot.addWidget(other)
+    for r in records:
+        other.append(r)
+    for i, r in enumerate(records):
+        if i % 3 == 0:
+            other.add_stability(r.iteration, 0.9 + 0.1 * np.sin(i))
+    other.flush()
+    for a, b in zip(data, line_data(other)):
+        assert np.array_equal(a, b, equal_nan=True)
+
+
+def pixels_of_background(plot: LossPlot) -> np.ndarray:
+    lines = plot.curves.blitter.artists
+    for line in lines:
+        line.set_visible(False)
+    plot.canvas.draw()
+    background = pixels(plot)
+    for line in lines:
+        line.set_visible(True)
+    plot.canvas.draw()
+    return background
+
+
+@pytest.mark.parametrize("metric", ["Loss", "Error rate"])
+@pytest.mark.parametrize("end", [1000, None], ids=["known end", "time budget"])
+def test_full_draws_are_logarithmic_and_limits_hold_the_data(shown_plot, metric, end):
+    plot = shown_plot
+    plot.metric_combo.setCurrentText(metric)
+    start = plot.full_draw_count
+    for r in noisy_records(500, seed=1):
+        plot.append(dataclasses.replace(r, last_iteration=end))
+        live_frame(plot)
+        x, y = (
+            np.asarray(plot.raw_line.get_xdata()),
+            np.concatenate([plot.raw_line.get_ydata(), plot.smooth_line.get_ydata()]),
+        )
+        (left, right), (bottom, top) = plot.axes.get_xlim(), plot.axes.get_ylim()
+        assert left <= x.min() and x.max() <= right
+        assert bottom <= y.min() and y.max() <= top
+        if end is not None:
+            assert right >= end  # the run's whole x range from the first point
+    full = plot.full_draw_count - start
+    # x: once for a known end, else it doubles (9 times to 500); y: 0-based, grows by >= 1.35
+    # times each time; the legend and the validation axis appearing: one layout each
+    assert 1 <= full <= (6 if end else 2 * math.log2(500) + 4), full
+    assert plot.curves.blitter.blits >= 500 - 2 * full  # the rest: a layout pass (drawn next time)
+    assert plot.axes.get_xlim()[1] <= (end or 500) * 2.1  # never far past the run's end / data
+    plot.flush()  # a still view: fitted to the data again, as before blitting
+    assert plot.axes.get_xlim()[1] < 500 * 1.06
+
+
+def test_hidden_plot_draws_when_shown(plot, qtbot):
+    qtbot.wait(10)
+    before = plot.full_draw_count
+    for r in noisy_records(40):
+        plot.append(r)
+        live_frame(plot)
+    assert plot.full_draw_count == before and plot.curves.blitter.blits == 0  # hidden: not rendered
+    assert len(plot.raw_line.get_xdata()) == 40  # but the curves hold the data
+    plot.resize(420, 300)
+    plot.show()
+    qtbot.waitExposed(plot)
+    qtbot.waitUntil(lambda: plot.full_draw_count > before)
+    curve = np.array([0x6E, 0xA8, 0xFE])
+    assert (np.abs(pixels(plot) - curve).max(axis=2) < 30).sum() > 50  # the curves, not only axes
+
+
+def test_blitting_survives_export_and_resize(shown_plot, qtbot, tmp_path):
+    plot = shown_plot
+    for r in noisy_records(60):
+        plot.append(r)
+        live_frame(plot)
+    plot.export_png(str(tmp_path / "loss.png"))
+    plot.append(record(61))
+    live_frame(plot)  # the renderer was replaced at the export's dpi: drawn again, not blitted
+    assert pixels(plot).shape[:2] == (plot.canvas.height(), plot.canvas.width())
+    plot.resize(500, 340)
+    qtbot.waitUntil(lambda: pixels(plot).shape[1] == plot.canvas.width())
+    plot.append(record(62))
+    live_frame(plot)  # resized: laid out now, drawn in the next turn of the event loop
+    qtbot.waitUntil(lambda: plot.curves.blitter.valid)
+    blits = plot.curves.blitter.blits
+    plot.append(record(63))
+    live_frame(plot)
+    assert plot.curves.blitter.blits == blits + 1  # blitted again, at the new size
+    assert pixels(plot).shape[:2] == (plot.canvas.height(), plot.canvas.width())
+
+
+def test_grow_limits():
+    from napari_deepseg._qt._blit import grow_limits
+
+    assert grow_limits((0.0, 10.0), (1.0, 9.0)) == (0.0, 10.0)  # holds the data: unchanged
+    low, high = grow_limits((0.0, 10.0), (1.0, 12.0))
+    assert low == 0.0 and high >= 12.0 + 0.3 * 11
+    assert grow_limits((0.0, 1.0), (0.2, 50.0), fixed_low=0.0)[0] == 0.0
+    limits, changes = (0.0, 1.0), 0
+    for n in range(1, 10_001):  # x of a run: doubles
+        new = grow_limits(limits, (1.0, float(n)), headroom=1.0)
+        changes += new != limits
+        limits = new
+        assert limits[0] <= 1 and n <= limits[1]
+    assert changes <= math.log2(10_000) + 2
+    assert grow_limits((0.0, 0.0), (3.0, 3.0))[0] < 3.0 < grow_limits((0.0, 0.0), (3.0, 3.0))[1]

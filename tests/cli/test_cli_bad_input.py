@@ -321,3 +321,36 @@ def test_a_nan_found_only_in_a_tile_leaves_no_labels_file(folder, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 1 and "contains NaN or infinite values" in err[-1], err
     assert not (folder / "stray_nan_out.tif").exists()
+
+
+@pytest.mark.parametrize("found", [None, "2.18.2"], ids=["missing", "zarr 2"])
+def test_a_missing_or_old_zarr_is_one_line_naming_the_extra(folder, capsys, monkeypatch, found):
+    import importlib.metadata
+    import importlib.util
+
+    real_find_spec, real_version = importlib.util.find_spec, importlib.metadata.version
+
+    def find_spec(name, *args):
+        return None if name == "zarr" and found is None else real_find_spec(name, *args)
+
+    monkeypatch.setattr(importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(importlib.metadata, "version", lambda n: found if n == "zarr" else real_version(n))
+    before = _digests(folder)
+    code = main(_predict(output="missing.zarr")(folder))
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err, err
+    assert 'pip install "napari-deepseg[zarr]"' in err.strip().splitlines()[-1]
+    assert _digests(folder) == before and not (folder / "missing.zarr").exists()
+
+
+@pytest.mark.parametrize("option", ["--output", "--probabilities"])
+def test_an_output_that_is_the_image_is_refused_and_the_image_kept(folder, capsys, option):
+    before = _digests(folder)
+    argv = _predict(output="out_same.tif")(folder)
+    if option == "--output":
+        argv[argv.index("--output") + 1] = str(folder / "image.tif")
+    else:
+        argv += ["--probabilities", str(folder / "image.tif")]
+    assert main(argv) == 1
+    assert "would overwrite the image" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert _digests(folder) == before

@@ -21,10 +21,13 @@ if TYPE_CHECKING:
 
 
 def _fits(image: Any, labels: Any) -> bool:
-    shape = tuple(layer_io.layer_array(image).shape)
-    shape = shape[:-1] if getattr(image, "rgb", False) else shape
+    """Whether ``labels`` were painted on ``image`` (on any level of a multiscale image)."""
     lab = tuple(layer_io.layer_array(labels).shape)
-    return lab == shape or channel_axis_from_labels(shape, lab) is not None
+    for level in range(layer_io.level_count(image)):
+        shape = layer_io.spatial_shape(image, level)
+        if lab == shape or channel_axis_from_labels(shape, lab) is not None:
+            return True
+    return False
 
 
 class PairRow(Container):

@@ -10,6 +10,8 @@ from ..errors import DeviceOutOfMemoryError
 from ..prediction import CompactProbabilities
 from ..segmentation_model import SegmentationModel
 from ..training.history import describe
+from . import _large_labels
+from ._large_labels import LargeLabels
 
 
 def predict_image(
@@ -19,8 +21,14 @@ def predict_image(
     with_probabilities: bool,
     progress: Any,
     should_stop: Any,
-) -> tuple[CompactProbabilities, np.ndarray | None]:
-    """The compact result (and the float probabilities when asked for) of one image."""
+    min_probability: float = 0.0,
+) -> tuple[CompactProbabilities | None, np.ndarray | LargeLabels | None]:
+    """The compact result (and the float probabilities when asked for) of one image; above
+    ``LARGE_PIXELS`` no compact result but the labels at ``min_probability`` in a zarr array."""
+    if _large_labels.is_large(model, data, channel_axis):
+        return None, _large_labels.predict_to_zarr(
+            model, data, channel_axis, min_probability, progress, should_stop
+        )
     options = dict(channel_axis=channel_axis, progress=progress, should_stop=should_stop)
     if with_probabilities:
         probabilities = model.predict_proba(data, **options)
@@ -39,9 +47,16 @@ def model_text(model: SegmentationModel | None) -> str:
     )
 
 
-def result_text(image: str, result: str, hidden_preview: str | None) -> str:
-    """The status line after a prediction of layer ``image`` into layer ``result``."""
+def result_text(image: str, result: str, hidden_preview: str | None, large: Any = None) -> str:
+    """The status line after a prediction of layer ``image`` into layer ``result``; ``large``: the
+    :class:`LargeLabels` of an image predicted to disk."""
     text = f"Segmented '{image}' into '{result}'."
+    if isinstance(large, LargeLabels):
+        text += (
+            f" The image is too large to keep every pixel's probability: the labels (min. probability "
+            f"{large.min_probability:.0%}) are on disk in {large.path}, without per-class probabilities "
+            "or uncertainty; move the slider and Predict again to change the threshold."
+        )
     if hidden_preview:
         text += f" Hid the training preview '{hidden_preview}' (its eye in the layer list shows it again)."
     return text

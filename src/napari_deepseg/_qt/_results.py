@@ -9,8 +9,10 @@ import numpy as np
 from napari.layers import Image, Labels
 from napari.utils.colormaps import DirectLabelColormap
 
+from ..prediction import CompactProbabilities, apply_threshold
 from ..segmentation_model import SegmentationModel
 from . import layers as layer_io
+from ._large_labels import LargeLabels
 
 RESULT_KEY = "deepseg_result"  # metadata of layers we created: "<input layer name> <role>"
 
@@ -22,7 +24,7 @@ def find_result(viewer: Any, key: str, kind: type) -> Any:
     )
 
 
-def show_labels(viewer: Any, image: Image, model: SegmentationModel, labels: np.ndarray) -> Labels:
+def show_labels(viewer: Any, image: Image, model: SegmentationModel, labels: Any) -> Labels:
     """Write ``labels`` (0 unclassified, 1..K) into the result layer of ``image``, creating it if needed.
 
     Class names go to ``metadata["class_names"]`` and to the features (hovering shows them); colours are
@@ -44,6 +46,19 @@ def show_labels(viewer: Any, image: Image, model: SegmentationModel, labels: np.
         layer.colormap = colormap
     _align(layer, image)
     return layer
+
+
+def show_result(
+    viewer: Any, image: Image, model: SegmentationModel, result: tuple[Any, Any], min_probability: float
+) -> tuple[CompactProbabilities | None, Labels]:
+    """Show what ``predict_image`` returned: the compact result (kept for the slider) and the
+    labels at ``min_probability``, or the zarr labels of a large image (no compact result)."""
+    compact, extra = result
+    if isinstance(extra, LargeLabels):
+        return None, show_labels(viewer, image, model, extra.labels)
+    if extra is not None:
+        show_probabilities(viewer, image, model, extra)
+    return compact, show_labels(viewer, image, model, apply_threshold(compact, min_probability))
 
 
 def show_probabilities(
@@ -80,8 +95,8 @@ def training_colormap(viewer: Any, model: SegmentationModel) -> DirectLabelColor
 
 
 def _align(layer: Any, image: Image) -> None:
-    if layer.ndim == image.ndim:  # overlay exactly, whatever the image's scale and offset
-        layer.scale, layer.translate = image.scale, image.translate
+    if layer.ndim == image.ndim:  # overlay exactly, whatever the image's scale, offset and level
+        layer.scale, layer.translate = layer_io.level_transform(image, tuple(layer.data.shape))
 
 
 def hide_training_preview(viewer: Any, image: Image) -> str | None:

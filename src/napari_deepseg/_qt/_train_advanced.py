@@ -1,5 +1,5 @@
-"""The "Advanced" section of the Train form: optimiser, loss, validation, device, augmentation and
-preview settings, as magicgui widgets in a collapsible.
+"""The "Advanced" section of the Train form: optimiser, loss, validation, device, augmentation,
+preview and TensorBoard settings, as magicgui widgets in a collapsible.
 
 It translates between its widgets and the :class:`TrainingConfig` fields it shows
 (``config_fields()`` / ``set_config()``); :class:`~._train_controls.TrainControls` puts it under the
@@ -8,9 +8,10 @@ basic settings.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from magicgui.widgets import CheckBox, Container
+from magicgui.widgets import CheckBox, Container, FileEdit
 from superqt import QCollapsible
 
 from .. import AugmentationConfig, TrainingConfig
@@ -80,6 +81,14 @@ class AdvancedSettings:
         self.channel_axis_combo = choice_combo(
             axes, "Channel axis", "Channel axis of multichannel (non-RGB) images"
         )
+        self.tensorboard_edit = FileEdit(
+            mode="d",
+            nullable=True,
+            label="TensorBoard folder",
+            tooltip="Log each run (scalars, validation per class, preview images) into a new subfolder "
+            "here; open it with `tensorboard --logdir FOLDER`. Empty: no logging",
+        )
+        self.tensorboard_edit.line_edit.native.setPlaceholderText("off")
         self.form = Container(
             widgets=[
                 self.optimizer_combo,
@@ -100,6 +109,7 @@ class AdvancedSettings:
                 self.preview_interval_spin,
                 self.preview_tile_spin,
                 self.channel_axis_combo,
+                self.tensorboard_edit,
             ]
         )
         self.form.margins = (0, 0, 0, 0)
@@ -170,6 +180,16 @@ class AdvancedSettings:
     @channel_axis.setter
     def channel_axis(self, axis: int | None) -> None:
         select(self.channel_axis_combo, "auto" if axis is None else str(int(axis)))
+
+    @property
+    def tensorboard(self) -> Path | None:
+        """The folder that runs are logged into for TensorBoard, ``None`` when logging is off."""
+        value = self.tensorboard_edit.value
+        return None if value is None or not str(value).strip() else Path(value)
+
+    @tensorboard.setter
+    def tensorboard(self, folder: str | Path | None) -> None:
+        self.tensorboard_edit.value = None if folder is None else Path(folder)
 
     def _refresh_dice(self) -> None:
         self.dice_weight_spin.enabled = self.loss_combo.value == Loss.CROSS_ENTROPY_DICE.value

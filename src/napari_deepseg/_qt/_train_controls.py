@@ -1,11 +1,13 @@
 """The Train widget's settings form: magicgui containers for the basic settings and a collapsible
 "Advanced" section.
 
-It only translates between widgets and a :class:`TrainingConfig` (``config()`` / ``set_config()``).
+It only translates between widgets and a :class:`TrainingConfig` (``config()`` / ``set_config()``);
+the "Download ImageNet weights" button beside "Pretrained" lives in ``_weights_download``.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from magicgui.widgets import CheckBox, Container, FloatSpinBox, Label, LineEdit
@@ -18,9 +20,10 @@ from ..models import (
     available_architectures,
     pretrained_weights_status,
 )
-from ._form import align_labels, choice_combo, indented, int_spin, scientific_spin, select
+from ._form import align_labels, choice_combo, int_spin, scientific_spin, select
 from ._train_advanced import AdvancedSettings
 from ._train_job import parse_class_names
+from ._weights_download import WeightsDownload
 
 ITERATIONS, MINUTES, UNTIL_STOPPED = "iterations", "minutes", "until stopped"
 STOP_AFTER = {ITERATIONS: "iterations", MINUTES: "minutes", UNTIL_STOPPED: "until I stop"}
@@ -43,6 +46,14 @@ class TrainControls(QWidget):
         self.hint_label.native.setWordWrap(True)
         self.encoder_combo = choice_combo({}, "Encoder", "Backbone network that extracts the features")
         self.pretrained_checkbox = CheckBox(text="Pretrained (ImageNet)")
+        self.weights_download = WeightsDownload(self._on_weights_downloaded, parent=self)
+        pretrained_row = Container(
+            widgets=[self.pretrained_checkbox, self.weights_download.button],
+            layout="horizontal",
+            labels=False,
+            label=" ",
+        )
+        pretrained_row.margins = (0, 0, 0, 0)
         self.iterations_spin = int_spin("", 1, 1_000_000, 50, "Optimizer steps of this run")
         self.minutes_spin = FloatSpinBox(
             value=5.0, min=0.05, max=100_000.0, step=1.0, tooltip="Minutes of training in this run"
@@ -77,7 +88,8 @@ class TrainControls(QWidget):
                 self.architecture_combo,
                 self.hint_label,
                 self.encoder_combo,
-                indented(self.pretrained_checkbox),
+                pretrained_row,
+                self.weights_download.progress_bar,
                 stop_row,
                 self.learning_rate_spin,
                 self.batch_size_spin,
@@ -161,9 +173,9 @@ class TrainControls(QWidget):
         """Fill the form from ``config`` (default: the form itself) with single fields changed.
 
         Besides the :class:`TrainingConfig` fields: ``preview`` (bool), ``preview_interval``,
-        ``preview_tile_size``, ``channel_axis`` (``None`` for automatic) and ``class_names`` (a
-        sequence, ``None`` to clear). Changing the architecture without naming an encoder selects
-        the architecture's default encoder.
+        ``preview_tile_size``, ``channel_axis`` (``None`` for automatic), ``class_names`` (a
+        sequence, ``None`` to clear) and ``tensorboard`` (a folder, ``None`` for no logging).
+        Changing the architecture without naming an encoder selects the architecture's default encoder.
         """
         widgets = {
             "preview": self.preview_checkbox,
@@ -174,6 +186,8 @@ class TrainControls(QWidget):
             widgets[key].value = changes.pop(key)
         if "channel_axis" in changes:
             self.advanced_settings.channel_axis = changes.pop("channel_axis")
+        if "tensorboard" in changes:
+            self.advanced_settings.tensorboard = changes.pop("tensorboard")
         if "class_names" in changes:
             self.class_names_edit.value = ", ".join(changes.pop("class_names") or ())
         if "iterations" in changes and "max_minutes" not in changes:  # one limit named: that one ends it
@@ -196,6 +210,11 @@ class TrainControls(QWidget):
     def channel_axis(self) -> int | None:
         """The chosen channel axis of the images, ``None`` for automatic."""
         return self.advanced_settings.channel_axis
+
+    @property
+    def tensorboard(self) -> Path | None:
+        """The folder each run is logged into for TensorBoard (a new subfolder per run), or ``None``."""
+        return self.advanced_settings.tensorboard
 
     @property
     def class_names(self) -> list[str] | None:
@@ -226,6 +245,7 @@ class TrainControls(QWidget):
         encoder = self.encoder_combo.value
         status = pretrained_weights_status(encoder) if encoder else None  # one look into the hub cache
         available = status is not None and status.available
+        self.weights_download.set_encoder(encoder, available)
         box = self.pretrained_checkbox
         with box.changed.blocked():
             box.enabled = available
@@ -236,9 +256,14 @@ class TrainControls(QWidget):
             box.tooltip = "Start the encoder from ImageNet weights (recommended)"
         else:
             box.tooltip = (
-                f"No pretrained weights for {encoder} offline: {status.instructions}. "
-                "Until then: random weights."
+                f"No pretrained weights for {encoder} offline: press 'Download ImageNet weights', or "
+                f"{status.instructions}. Until then: random weights."
             )
+
+    def _on_weights_downloaded(self, encoder: str | None) -> None:
+        if encoder is not None:  # asked for: use them
+            self._pretrained_wanted = True
+        self._refresh_pretrained()
 
     def _on_pretrained_toggled(self, checked: bool) -> None:
         self._pretrained_wanted = checked

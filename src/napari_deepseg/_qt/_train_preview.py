@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from napari.layers import Image
 from napari.utils.colormaps import DirectLabelColormap
+from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QWidget
 
 from . import _results, _uncertainty
@@ -16,6 +17,8 @@ from ._preview_job import Preview, PreviewSettings
 
 if TYPE_CHECKING:
     import napari
+
+LAYER_DELAY_MS = 50  # between Start and the first preview layer, and between the two layers
 
 
 class PreviewLayer:
@@ -30,6 +33,7 @@ class PreviewLayer:
         self._image_layer, self._labels_layer = image_layer, labels_layer
         self._colors = layer_io.class_colors(labels_layer, num_classes)  # the strokes' colours
         self.layer: Any = None
+        self._buffer: np.ndarray | None = None  # the array the layer shows, ours to overwrite
 
     def create_empty(self, shape: tuple[int, ...]) -> None:
         """Add the (transparent) layer now: adding a layer costs the GUI thread far more than
@@ -40,9 +44,16 @@ class PreviewLayer:
         if self.layer is None:
             self.layer = next(
                 (la for la in self.viewer.layers if la.name == self.name and layer_io.is_preview(la)), None
-            ) or self._add(plane)
-        if layer_io.in_viewer(self.viewer, self.layer):
-            self.layer.data = plane
+            )
+            if self.layer is None:
+                self._buffer = plane.copy()
+                self.layer = self._add(self._buffer)
+                return
+        if layer_io.in_viewer(self.viewer, self.layer) and not write_in_place(
+            self.layer, self._buffer, plane
+        ):
+            self._buffer = plane.copy()
+            self.layer.data = self._buffer
 
     def _add(self, plane: np.ndarray) -> Any:
         layers = self.viewer.layers
@@ -60,6 +71,25 @@ class PreviewLayer:
             if layer_io.in_viewer(self.viewer, self._labels_layer):  # strokes stay visible above
                 layers.move(layers.index(layer), layers.index(self._labels_layer))
         return layer
+
+
+def write_in_place(layer: Any, buffer: np.ndarray | None, plane: np.ndarray) -> bool:
+    """Copy ``plane`` into ``buffer`` and refresh ``layer``, if the layer still shows ``buffer``
+    (an array of ours) and the shapes agree; ``False`` (nothing done) otherwise.
+
+    Setting ``layer.data`` instead would re-emit the layer's data events and, for labels, build a
+    new colormap (a shader link on the GUI thread, tens of ms with software OpenGL) every preview.
+    """
+    if (
+        buffer is None
+        or layer.data is not buffer
+        or buffer.shape != plane.shape
+        or buffer.dtype != plane.dtype
+    ):
+        return False
+    np.copyto(buffer, plane)
+    layer.refresh()
+    return True
 
 
 class TrainPreview(QWidget):
@@ -84,7 +114,11 @@ class TrainPreview(QWidget):
         self.layer: PreviewLayer | None = None
         self._image_layer: Any = None
         self._labels_layer: Any = None
+        self._uncertainty_layer: Any = None
+        self._uncertainty_buffer: np.ndarray | None = None  # what that layer shows, ours
         self.uncertainty_checkbox, self.where_button = _uncertainty.uncertainty_row(self, "preview")
+        # Timers, not posted events: Qt runs the viewer's overdue timers before them.
+        self._layers_timer = QTimer(self, singleShot=True, interval=LAYER_DELAY_MS, timeout=self._add_layers)
 
         enabled_checkbox.toggled.connect(self._on_enabled_toggled)
         self.uncertainty_checkbox.toggled.connect(self._on_uncertainty_toggled)
@@ -106,11 +140,23 @@ class TrainPreview(QWidget):
         settings.enabled = self.enabled_checkbox.isChecked()
         self.update_view()
         self.layer = PreviewLayer(self.viewer, image_layer, labels_layer, num_classes)
-        shape = settings.plane_shape
-        if settings.enabled:
-            self.layer.create_empty(shape)
+        self._uncertainty_layer = self._uncertainty_buffer = None
+        if settings.enabled:  # the layers are added once Start has returned, one per turn
+            self._layers_timer.start()
+
+    def _add_layers(self) -> None:
+        """Add the run's empty preview layers, each in a turn of the event loop of its own: adding a
+        layer costs the GUI thread 100-150 ms (napari's layer controls, a vispy visual), too
+        much to add both while Start is handled. A preview that comes first adds its own."""
+        settings = self.settings
+        if settings is None or not settings.enabled or self.layer is None:
+            return
+        if self.layer.layer is None:
+            self.layer.create_empty(settings.plane_shape)
             if self.uncertainty_checkbox.isChecked():
-                self._show_uncertainty(np.zeros(shape, np.float32))
+                self._layers_timer.start()  # the uncertainty layer next time
+        elif self.uncertainty_checkbox.isChecked() and self._uncertainty_layer is None:
+            self._show_uncertainty(np.zeros(settings.plane_shape, np.float32))
 
     def end(self) -> None:
         """The run ended: stop following the camera; the last preview stays for "Where next?"."""
@@ -145,7 +191,18 @@ class TrainPreview(QWidget):
                 layer.visible = checked
 
     def _show_uncertainty(self, plane: np.ndarray) -> Any:
-        return _uncertainty.show_uncertainty(self.viewer, self._image_layer, plane, below=self._labels_layer)
+        layer = self._uncertainty_layer
+        if (
+            layer is not None
+            and layer_io.in_viewer(self.viewer, layer)
+            and write_in_place(layer, self._uncertainty_buffer, plane)
+        ):
+            return layer
+        self._uncertainty_buffer = plane.copy()  # the Predict widget may have replaced the data
+        self._uncertainty_layer = _uncertainty.show_uncertainty(
+            self.viewer, self._image_layer, self._uncertainty_buffer, below=self._labels_layer
+        )
+        return self._uncertainty_layer
 
     def where_next(self) -> tuple[int, int] | None:
         """Centre the camera on the most uncertain region of the previewed plane without strokes."""

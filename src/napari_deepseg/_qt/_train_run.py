@@ -98,7 +98,9 @@ def shutdown(holder: RunHolder, *_: Any) -> None:
 
 def report_error(error: BaseException) -> None:
     """Notify the user of a failed run."""
-    if isinstance(error, (ValueError, TypeError, FloatingPointError, TrainingError)):
+    # ImportError: an optional extra (the TensorBoard folder without tensorboard); its message
+    # names what to install.
+    if isinstance(error, (ValueError, TypeError, FloatingPointError, TrainingError, ImportError)):
         notifications.show_error(f"Training failed: {error}")
     else:  # a bug rather than bad input: keep the traceback in the log
         _log.error("training failed", exc_info=error)

@@ -55,7 +55,11 @@ def show_uncertainty(
     else:
         layer.data = uncertainty
     n = uncertainty.ndim
-    layer.scale, layer.translate = image_layer.scale[-n:], image_layer.translate[-n:]
+    # Only when they differ: each assignment refreshes the layer (slice, thumbnail, texture).
+    if not np.array_equal(layer.scale, image_layer.scale[-n:]):
+        layer.scale = image_layer.scale[-n:]
+    if not np.array_equal(layer.translate, image_layer.translate[-n:]):
+        layer.translate = image_layer.translate[-n:]
     return layer
 
 

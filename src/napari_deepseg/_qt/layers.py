@@ -48,9 +48,78 @@ class ImageCopy:
         return int(self.data.shape[-1]) if self.channels else 1
 
 
+# The core copies a training image whole (TrainingSet), with int64 labels and float32 network
+# inputs beside it: ~13 bytes per pixel. Larger images (levels) are refused with a message.
+TRAIN_MAX_PIXELS = 256 * 2**20
+
+
 def layer_array(layer: Layer) -> Any:
     """The full-resolution data of a layer (level 0 of a multiscale pyramid), not copied."""
     return layer.data[0] if getattr(layer, "multiscale", False) else layer.data
+
+
+def level_count(layer: Layer) -> int:
+    """Levels of a multiscale layer (level 0 the largest); 1 for any other layer."""
+    return len(layer.data) if getattr(layer, "multiscale", False) else 1
+
+
+def level_array(layer: Layer, level: int = 0) -> Any:
+    """Level ``level`` of a multiscale layer (the data itself for others), not copied."""
+    return layer.data[level] if getattr(layer, "multiscale", False) else layer.data
+
+
+def spatial_shape(layer: Layer, level: int = 0) -> tuple[int, ...]:
+    """Shape of a level without the colour axis of an RGB(A) layer."""
+    shape = tuple(int(n) for n in level_array(layer, level).shape)
+    return shape[:-1] if getattr(layer, "rgb", False) else shape
+
+
+def lazy(data: Any) -> Any:
+    """numpy and dask arrays as they are; any other array (zarr, ...) as a dask array over its chunks,
+    so the core reads it tile by tile instead of converting it whole."""
+    if isinstance(data, np.ndarray) or type(data).__module__.startswith("dask."):
+        return data
+    import dask.array as da  # a napari dependency
+
+    chunks = getattr(data, "chunks", None)
+    return da.from_array(data, chunks=chunks if isinstance(chunks, tuple) else "auto")
+
+
+def level_transform(layer: Layer, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, translate) that overlay an array of ``shape`` (the last axes of one of ``layer``'s
+    levels) on ``layer``: napari shows level ``k`` scaled by its downsample factor, not shifted."""
+    scale, translate = np.asarray(layer.scale, float), np.asarray(layer.translate, float)
+    ndim = len(shape)
+    full = spatial_shape(layer)[-ndim:]
+    for level in range(level_count(layer)):
+        if spatial_shape(layer, level)[-ndim:] == tuple(shape):
+            scale = scale.copy()
+            scale[-ndim:] *= np.divide(full, shape)
+            break
+    return scale, translate
+
+
+def _check_size(layer: Layer, shape: tuple[int, ...]) -> None:
+    if int(np.prod(shape)) > TRAIN_MAX_PIXELS:
+        lower = " or a lower level of the pyramid" if level_count(layer) > 1 else ""
+        raise ValueError(
+            f"'{layer.name}' has {int(np.prod(shape)) / 2**20:.0f} M pixels ({shape}): training copies "
+            f"its image and labels whole, which works up to {TRAIN_MAX_PIXELS // 2**20} M pixels. "
+            f"Train on a crop{lower} (paint on a labels layer of that level's shape), then predict the "
+            "whole image in the Predict widget."
+        )
+
+
+def training_level(layer: Layer, labels_shape: tuple[int, ...] | None) -> int:
+    """The level of a multiscale image whose shape fits the labels (strokes painted on that level's
+    grid); level 0 when none does or without labels."""
+    if labels_shape is None or level_count(layer) == 1:
+        return 0
+    for level in range(level_count(layer)):
+        shape = spatial_shape(layer, level)
+        if shape == tuple(labels_shape) or channel_axis_from_labels(shape, tuple(labels_shape)) is not None:
+            return level
+    return 0
 
 
 def _owned_copy(data: Any) -> np.ndarray:
@@ -75,7 +144,9 @@ def copy_image(
     channel_axis
         Explicit channel axis of the layer data (negative allowed).
     """
-    array = _owned_copy(layer_array(layer))
+    level = level_array(layer, training_level(layer, labels_shape))
+    _check_size(layer, tuple(level.shape))
+    array = _owned_copy(level)
     if getattr(layer, "rgb", False):
         return ImageCopy(array, True, None)
     axis = channel_axis
@@ -91,6 +162,7 @@ def copy_image(
 
 def copy_labels(layer: Labels) -> np.ndarray:
     """Copy a labels layer's (level 0) data once."""
+    _check_size(layer, tuple(layer_array(layer).shape))
     return _owned_copy(layer_array(layer))
 
 

@@ -1,7 +1,8 @@
 """The convergence curve (loss or error rate against iteration), one themed matplotlib canvas.
 
 Records arrive once per iteration; drawing is throttled to at most ten frames a second so a
-fast training loop never floods the GUI thread. The markers on the right axis (validation mIoU,
+fast training loop never floods the GUI thread, and a frame only blits the curves over the cached
+axes (:mod:`._blit_figure`). The markers on the right axis (validation mIoU,
 preview stability) come from the averaged weights: the model the user gets, not the one the
 optimizer is stepping. The smoothing and the exported CSV are those of
 :mod:`napari_deepseg.training.history`, as in the CLI's ``loss.csv``.
@@ -14,14 +15,13 @@ import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
-from matplotlib.figure import Figure
 from qtpy import QtWidgets
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QComboBox, QHBoxLayout, QLabel, QMenu, QToolButton, QVBoxLayout, QWidget
 
 from ..training import history
-from ._plot_theme import color_figure, plot_colors
+from ._blit_figure import LossFigure
+from ._plot_theme import plot_colors
 
 if TYPE_CHECKING:
     import napari
@@ -51,36 +51,16 @@ class LossPlot(QWidget):
         self._reset()
         self.redraw_count = 0  # how often the lines were actually updated (tests, profiling)
 
-        self.figure = Figure(figsize=(4, 2.5), dpi=100, layout="constrained")
-        self.canvas = FigureCanvasQTAgg(self.figure)
-        self.canvas.setMinimumHeight(160)
-        self.axes = self.figure.add_subplot()
-        self.val_axes = self.axes.twinx()
-        self.val_axes.set_ylim(0, 1)
-        self.val_axes.set_ylabel("averaged weights", fontsize=9)
-        (self.raw_line,) = self.axes.plot([], [], lw=0.8, alpha=0.4, label="raw")
-        (self.smooth_line,) = self.axes.plot([], [], lw=1.8, label="smoothed")
-        (self.val_line,) = self.val_axes.plot(
-            [], [], ls="none", marker="o", ms=4, label="validation mIoU (averaged weights)"
+        self.curves = LossFigure()
+        # The figure's parts, for tests and callers: the curves' data is what is plotted.
+        self.figure, self.canvas, self.axes, self.val_axes = (
+            self.curves.figure,
+            self.curves.canvas,
+            self.curves.axes,
+            self.curves.val_axes,
         )
-        (self.stability_line,) = self.val_axes.plot(
-            [], [], ls="none", marker="x", ms=4, label="preview stability"
-        )
-        self.axes.set_xlabel("iteration", fontsize=9)
-        self._placeholder = self.axes.text(
-            0.5,
-            0.5,
-            "training progress appears here",
-            ha="center",
-            va="center",
-            fontsize=9,
-            transform=self.axes.transAxes,
-        )
-        self._legend: Any = None
-        self._legend_handles: list[Any] = []
-        # Constrained layout costs about half of every draw; it runs only when something that
-        # moves the axes changed (legend, labels, theme, size), not for every new point.
-        self._layout_stale = True
+        self.raw_line, self.smooth_line = self.curves.raw_line, self.curves.smooth_line
+        self.val_line, self.stability_line = self.curves.val_line, self.curves.stability_line
 
         self.metric_combo = QComboBox()
         self.metric_combo.addItems([LOSS, ERROR_RATE])
@@ -110,7 +90,10 @@ class LossPlot(QWidget):
         layout.addWidget(self.canvas, 1)
 
         # Started by the first record after a draw: any number of appends cost one draw.
-        self._timer = QTimer(self, singleShot=True, interval=REDRAW_INTERVAL_MS, timeout=self._redraw)
+        self._timer = QTimer(self, singleShot=True, interval=REDRAW_INTERVAL_MS, timeout=self._live_redraw)
+        self._layout_timer = QTimer(
+            self, singleShot=True, interval=REDRAW_INTERVAL_MS, timeout=self.curves.render
+        )
 
         self.apply_theme(viewer.theme if viewer is not None else "dark")
         if viewer is not None:
@@ -119,6 +102,11 @@ class LossPlot(QWidget):
             ref = weakref.ref(self)
             self.destroyed.connect(lambda *_: _disconnect(emitter, ref))
         self._redraw()
+
+    @property
+    def full_draw_count(self) -> int:
+        """How often the whole figure was rendered; every other frame was blitted."""
+        return self.curves.blitter.full_draws
 
     @property
     def point_count(self) -> int:
@@ -162,9 +150,11 @@ class LossPlot(QWidget):
         self.flush()
 
     def clear(self) -> None:
-        """Remove every point."""
+        """Remove every point; the figure is drawn again with the next frame (within 100 ms), so
+        pressing Start does not also wait for a full draw."""
         self._reset()
-        self.flush()
+        self._redraw(render=False)
+        self._timer.start()
 
     def flush(self) -> None:
         """Draw now (end of training, pause, tests)."""
@@ -189,55 +179,34 @@ class LossPlot(QWidget):
             self._val_iterations.append(record.iteration)
             self._val_iou.append(record.validation.mean_iou)
 
-    def _redraw(self) -> None:
+    def _live_redraw(self) -> None:
+        self._redraw(tight=False)
+
+    def _redraw(self, tight: bool = True, render: bool = True) -> None:
+        """Show the records; ``tight`` (a still view): limits fitted to the data, else (a run)
+        grown only when the data leaves them, so most frames are blitted."""
         self.redraw_count += 1
-        metric, iterations = self._metric, self.iterations
-        self.raw_line.set_data(iterations, self._shown(self._raw[metric]))
-        self.smooth_line.set_data(iterations, self._shown(self._smooth[metric]))
-        self.val_line.set_data(self._val_iterations, self._val_iou)
-        self.stability_line.set_data([i for i, _ in self._stability], [s for _, s in self._stability])
-        self.val_axes.set_visible(bool(self._val_iterations or self._stability))
-        ylabel = "error rate (%)" if metric == ERROR_RATE else "loss"
-        if self.axes.get_ylabel() != ylabel:
-            self.axes.set_ylabel(ylabel, fontsize=9)
-            self._layout_stale = True
-        self._placeholder.set_visible(not iterations)
-        self._update_legend()
-        self.axes.relim()
-        self.axes.autoscale_view()
-        if metric == ERROR_RATE and iterations:  # auto=None keeps autoscaling on
-            self.axes.set_ylim(0, max(self.axes.get_ylim()[1], 1.0), auto=None)
+        metric, stability = self._metric, self._stability
+        self.curves.show(
+            self.iterations,
+            (self._shown(self._raw[metric]), self._shown(self._smooth[metric])),
+            ((self._val_iterations, self._val_iou), ([i for i, _ in stability], [s for _, s in stability])),
+            ylabel="error rate (%)" if metric == ERROR_RATE else "loss",
+            error_rate=metric == ERROR_RATE,
+            last_iteration=self._records[-1].last_iteration if self._records else None,
+            tight=tight,
+            render=render,
+        )
         self.last_value_label.setText(self._summary())
-        if self._layout_stale:
-            self.figure.set_layout_engine("constrained")
-            self.canvas.draw()
-            self.figure.set_layout_engine("none")
-            self._layout_stale = False
-        else:
-            self.canvas.draw_idle()
 
     def resizeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
-        self._layout_stale = True
+        self.curves.layout_stale = True
+        self._layout_timer.start()  # laid out again once the resizing pauses, records or not
         super().resizeEvent(event)
 
-    def _update_legend(self) -> None:
-        # Above the axes, not inside: the curves and markers fill every corner at some point.
-        handles = (
-            [self.raw_line, self.smooth_line]
-            + ([self.val_line] if self._val_iterations else [])
-            + ([self.stability_line] if self._stability else [])
-        )
-        if handles == self._legend_handles:
-            return
-        self._legend_handles = handles
-        if self._legend is not None:
-            self._legend.remove()
-        self._layout_stale = True
-        self.figure.set_layout_engine("constrained")  # "outside" legend placement needs it
-        self._legend = self.figure.legend(
-            handles=handles, loc="outside upper right", ncols=2, fontsize=8, frameon=False, handlelength=1.5
-        )
-        self._style_legend()
+    def showEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        super().showEvent(event)
+        self.curves.shown()
 
     def _summary(self) -> str:
         if not self._records:
@@ -254,24 +223,7 @@ class LossPlot(QWidget):
 
     def apply_theme(self, name: str) -> None:
         """Colour the figure like napari's theme ``name`` (unknown names fall back to "dark")."""
-        colors = plot_colors(name)
-        self._text_color = colors.text
-        color_figure(self.figure, (self.axes, self.val_axes), colors)
-        curve, marker = colors.curve, colors.marker
-        for line, color in (
-            (self.raw_line, curve),
-            (self.smooth_line, curve),
-            (self.val_line, marker),
-            (self.stability_line, marker),
-        ):
-            line.set_color(color)
-        self._placeholder.set_color(colors.text)
-        self._style_legend()
-        self.canvas.draw_idle()
-
-    def _style_legend(self) -> None:
-        for label in self._legend.get_texts() if self._legend is not None else []:
-            label.set_color(self._text_color)
+        self.curves.apply_colors(plot_colors(name))
 
     def _on_theme_event(self, event: Any) -> None:
         self.apply_theme(str(event.value))
@@ -280,6 +232,7 @@ class LossPlot(QWidget):
         """Save the figure as it looks now (theme colours included)."""
         self.flush()
         self.figure.savefig(path, format="png", dpi=150, facecolor=self.figure.get_facecolor())
+        self.curves.saved()
 
     def export_csv(self, path: str) -> None:
         """The history CSV of :func:`napari_deepseg.training.history.write_csv` (as the CLI's)."""

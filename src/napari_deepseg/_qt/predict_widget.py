@@ -10,7 +10,6 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from napari.layers import Image, Labels, Layer
 from napari.utils import notifications
 from qtpy.QtCore import Qt, QTimer, Signal
@@ -30,6 +29,7 @@ from ..prediction import CompactProbabilities, apply_threshold
 from ..segmentation_model import SegmentationModel
 from . import _results
 from . import layers as layer_io
+from ._export_dialog import ExportRow
 from ._image_picker import ImagePicker
 from ._layout import row
 from ._model_dialogs import ask_load_path, load_model_file
@@ -71,6 +71,7 @@ class PredictWidget(QWidget):
         self.model_info = QLabel()
         self.model_info.setWordWrap(True)
         self.model_info.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.export_row = ExportRow(lambda: self.model)  # enabled while a model is selected
         self.images = ImagePicker(napari_viewer)
         self.image_combo = self.images.combo
         self.model_combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
@@ -98,7 +99,9 @@ class PredictWidget(QWidget):
         layout = QFormLayout(self)
         layout.addRow("Model", row(self.model_combo, self.load_button))
         layout.addRow(self.model_info)
+        layout.addRow("Export", self.export_row)
         layout.addRow("Image", self.image_combo)
+        self.images.add_level_row(layout)  # shown for multiscale layers only
         layout.addRow("Min. probability", row(self.threshold_slider, self.threshold_label))
         layout.addRow(self.probabilities_checkbox)
         layout.addRow(self.uncertainty)
@@ -146,6 +149,7 @@ class PredictWidget(QWidget):
     def _show_model_info(self, *_: Any) -> None:
         model = self.model
         self.model_info.setText(model_text(model))
+        self.export_row.refresh()
         self.model_info.setToolTip(model.summary() if model is not None else "")
 
     def _ask_model_file(self) -> None:
@@ -186,7 +190,7 @@ class PredictWidget(QWidget):
             )
         if model.training_in_progress:  # the Train widget is training it now: predict with a snapshot
             model = copy.deepcopy(model)
-        data = layer_io.layer_array(layer)  # not copied: dask stays lazy and is read tile by tile
+        data = layer_io.lazy(layer_io.level_array(layer, self.images.level()))  # read tile by tile
         channel_axis = -1 if layer.rgb else None
         self._stop.clear()
         self.status_label.clear()  # a failed or cancelled run must not leave the last success here
@@ -199,6 +203,7 @@ class PredictWidget(QWidget):
             self.probabilities_checkbox.isChecked(),
             self._tiles,
             self._stop.is_set,
+            min_probability=self.min_probability,  # applied while predicting a large image
             _start_thread=False,
             _connect={
                 "errored": self._on_errored,
@@ -259,23 +264,19 @@ class PredictWidget(QWidget):
             notifications.notification_manager.receive_error(type(error), error, error.__traceback__)
             self.prediction_failed.emit(f"{type(error).__name__}: {error}")
 
-    def _on_result(self, result: tuple[CompactProbabilities, np.ndarray | None]) -> None:
+    def _on_result(self, result: tuple[CompactProbabilities | None, Any]) -> None:
         if self._pending is None:
             return
         (image, model), self._pending = self._pending, None
-        compact, probabilities = result
         self._set_busy(False)
-        if probabilities is not None:
-            _results.show_probabilities(self._viewer, image, model, probabilities)
-        self.compact = compact
-        self.result_layer = _results.show_labels(
-            self._viewer, image, model, apply_threshold(compact, self.min_probability)
+        self.compact, self.result_layer = _results.show_result(
+            self._viewer, image, model, result, self.min_probability
         )
-        self.uncertainty.set_result(image, self.result_layer, compact)
+        self.uncertainty.set_result(image, self.result_layer, self.compact)  # None: a large image
         hidden = _results.hide_training_preview(
             self._viewer, image
         )  # else it shows through unclassified pixels
-        self.status_label.setText(result_text(image.name, self.result_layer.name, hidden))
+        self.status_label.setText(result_text(image.name, self.result_layer.name, hidden, result[1]))
         self.prediction_finished.emit(self.result_layer)
 
     # ---- threshold ----------------------------------------------------------------------------

@@ -147,7 +147,7 @@ class TrainWidget(QWidget):
         if model is None:
             self.model = None
             self.plot.clear()
-        job = training_job(inputs, config, model=model, preview=preview)
+        job = training_job(inputs, config, model=model, preview=preview, log_dir=self.controls.tensorboard)
         worker = create_worker(
             drive,
             job,

@@ -1,4 +1,5 @@
-"""Command line: ``napari-deepseg train | predict | demo`` over the same engine the widgets use."""
+"""Command line: ``napari-deepseg train | predict | demo | export | weights`` over the same engine the
+widgets use."""
 
 from __future__ import annotations
 
@@ -7,11 +8,11 @@ import sys
 from collections.abc import Sequence
 
 from ..errors import DeviceOutOfMemoryError
-from . import demo, predict, train
+from . import demo, export, predict, train, weights
 
 __all__ = ["main"]
 
-COMMANDS = (train, predict, demo)  # each adds its subparser and sets ``func``
+COMMANDS = (train, predict, demo, export, weights)  # each adds its subparser and sets ``func``
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -23,8 +24,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
-    # OSError: disk full, permissions; FloatingPointError: training diverged (TrainingDivergedError)
-    except (ValueError, TypeError, OSError, FloatingPointError, DeviceOutOfMemoryError) as err:
+    # OSError: disk full, permissions; FloatingPointError: training diverged (TrainingDivergedError);
+    # ImportError: an optional extra (zarr, cluster, export, tensorboard) that is not installed.
+    except (ValueError, TypeError, OSError, FloatingPointError, DeviceOutOfMemoryError, ImportError) as err:
         message = " ".join(str(err).split())  # one line, whatever the message held
         print(f"napari-deepseg {args.command}: error: {message}", file=sys.stderr)
         return 1

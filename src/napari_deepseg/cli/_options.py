@@ -12,6 +12,7 @@ from ..models import available_architectures
 
 if TYPE_CHECKING:
     from ..training import Trainer
+    from ..training.tensorboard import TensorBoardLogger
 
 
 def add_training_options(p: argparse.ArgumentParser) -> None:
@@ -91,8 +92,11 @@ def config_from_args(args: argparse.Namespace) -> TrainingConfig:
     )
 
 
-def run_training(trainer: Trainer, description: str) -> None:
-    """Run ``trainer`` to its end with a progress bar on stderr; Ctrl+C ends a run without a limit."""
+def run_training(trainer: Trainer, description: str, logger: TensorBoardLogger | None = None) -> None:
+    """Run ``trainer`` to its end with a progress bar on stderr; Ctrl+C ends a run without a limit.
+
+    ``logger`` gets every record and is closed at the end, however the run ends.
+    """
     from tqdm import tqdm
 
     config = trainer.config
@@ -101,9 +105,12 @@ def run_training(trainer: Trainer, description: str) -> None:
     # With a time limit the bar counts thousandths of the run, whichever limit is ahead.
     by_time = config.max_minutes is not None
     total = 1000 if by_time else config.iterations
-    with tqdm(total=total, desc=description, unit="‰" if by_time else "it", file=sys.stderr) as bar:
+    main = trainer.rank == 0  # under torchrun, rank 0 alone shows the progress and logs it
+    unit = "‰" if by_time else "it"
+    with tqdm(total=total, desc=description, unit=unit, file=sys.stderr, disable=not main) as bar:
+        records = trainer.run() if logger is None or not main else logger.follow(trainer.run(), trainer)
         try:
-            for record in trainer.run():
+            for record in records:
                 postfix = {
                     "it": record.iteration,
                     "loss": f"{record.loss:.4f}",
@@ -117,3 +124,6 @@ def run_training(trainer: Trainer, description: str) -> None:
             if not config.until_stopped:
                 raise
             print("\nstopped; saving the model so far", file=sys.stderr)
+        finally:
+            if logger is not None:
+                logger.close()  # the event file complete, also after Ctrl+C

@@ -34,6 +34,20 @@ def add_parser(sub: Any) -> None:
         metavar="CSV",
         help="also write the training history (one row per iteration) as CSV",
     )
+    p.add_argument(
+        "--tensorboard",
+        type=Path,
+        metavar="DIR",
+        help="log loss, error rate, learning rate, validation metrics and preview images to this "
+        'TensorBoard folder (needs pip install "napari-deepseg[tensorboard]")',
+    )
+    p.add_argument(
+        "--tensorboard-preview-every",
+        type=int,
+        default=100,
+        metavar="N",
+        help="with --tensorboard: a preview image every N iterations (0: none; default 100)",
+    )
     p.set_defaults(func=run)
 
 
@@ -41,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from ..segmentation_model import SegmentationModel
     from ..training import Trainer
     from ..training.history import write_csv
+    from ..training.tensorboard import TensorBoardLogger
 
     if len(args.image) != len(args.labels):
         raise ValueError(
@@ -48,6 +63,17 @@ def run(args: argparse.Namespace) -> int:
         )
     images = [read_image(p) for p in args.image]
     labels = [read_image(p) for p in args.labels]
+    logger = None  # made before the trainer: a missing tensorboard package fails before training
+    if args.tensorboard:
+        try:
+            logger = TensorBoardLogger(
+                args.tensorboard,
+                preview_every=args.tensorboard_preview_every,
+                preview_image=images[0],
+                channel_axis=args.channel_axis,
+            )
+        except ImportError as err:  # one line naming the extra, not a traceback
+            raise ValueError(str(err)) from err
     previous = SegmentationModel.load(args.continue_from) if args.continue_from else None
     names = [n.strip() for n in args.class_names.split(",")] if args.class_names else None
     if names is not None and not all(names):
@@ -61,7 +87,9 @@ def run(args: argparse.Namespace) -> int:
         model=previous,
         weights_path=args.pretrained_weights,
     )
-    run_training(trainer, f"training {trainer.model.architecture}")
+    run_training(trainer, f"training {trainer.model.architecture}", logger=logger)
+    if trainer.rank != 0:  # under torchrun, rank 0 alone writes the model and the history
+        return 0
     path = trainer.model.save(args.output)
     print(f"saved {trainer.model.summary()} to {path}")
     if args.history:

@@ -1,7 +1,8 @@
 """ImageNet weights of the encoders: where they are looked for, and reading them.
 
-Only files already on disk are used (an explicit file or the torch hub cache); nothing is ever
-downloaded. An encoder whose weights are missing warns once per session.
+Only files already on disk are used (an explicit file or the torch hub cache); training never
+downloads. :func:`~._download.download_pretrained` fetches a file into the cache when the user
+asks for it. An encoder whose weights are missing warns once per session.
 """
 
 from __future__ import annotations
@@ -117,7 +118,9 @@ def pretrained_state_dict(
                 _warned_encoders.add(encoder)
                 warnings.warn(
                     f"Pretrained ImageNet weights for the {encoder} encoder are not available offline, so "
-                    f"training starts from scratch. To use them, {status.instructions}",
+                    f"training starts from scratch. To use them, run `napari-deepseg weights download "
+                    f"{encoder}` (or press 'Download ImageNet weights' in the Train widget), or "
+                    f"{status.instructions}",
                     UserWarning,
                     stacklevel=5,
                 )  # stacklevel 5 is the caller of build_model

@@ -6,7 +6,6 @@ leaves ``trainer.model`` as it was after the last finished iteration.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -20,6 +19,7 @@ from ..config import Loss, TrainingConfig
 from ..data import Augmenter
 from ..data.training_set import TrainingSet
 from ..segmentation_model import SegmentationModel
+from .distributed import Collective
 from .events import TrainingProgress, ValidationMetrics
 from .guard import IterationGuard
 from .losses import (
@@ -59,7 +59,8 @@ class Trainer:
     -----
     ``trainer.model.module`` holds the exponential moving average of the weights (when
     ``config.ema_decay > 0``): what previews, predictions and saved files use. The optimiser
-    updates a private copy.
+    updates a private copy. Launched by ``torchrun``, the processes train one model together
+    (DistributedDataParallel, see ``docs/distributed.md``).
     """
 
     def __init__(
@@ -75,7 +76,8 @@ class Trainer:
     ) -> None:
         self.config = config = config or TrainingConfig()
         torch.manual_seed(config.seed)
-        self.device = resolve_device(config.device)
+        self._dist = Collective()  # the identity for a single process
+        self.device = self._dist.device(resolve_device(config.device))
         self._dtype = resolve_precision(config.precision, self.device)
         self.data = TrainingSet(
             images,
@@ -91,6 +93,7 @@ class Trainer:
             self.data, config, class_names=class_names, model=model, weights_path=weights_path
         )
         self._weights = WeightAverage(self.model, config.ema_decay)  # the optimiser trains its own copy
+        self._dist.seed(config.seed)
         self._data_version = -1
         self._class_weights: torch.Tensor | None = None
         self._last_predictions: Predictions | None = None
@@ -99,6 +102,11 @@ class Trainer:
     @property
     def history(self) -> list[dict[str, Any]]:
         return self.model.history
+
+    @property
+    def rank(self) -> int:
+        """This process's rank in a torchrun job (0 outside one): rank 0 alone should write files."""
+        return self._dist.rank
 
     @property
     def training_pixels(self) -> int:
@@ -126,7 +134,7 @@ class Trainer:
             For another shape, non-integer or negative labels, a class the network was not
             built for, or no labelled pixel left. The run goes on with the labels it had.
         """
-        self.data.update_labels(labels, pair)
+        self._dist.update_labels(self.data, labels, pair)
 
     def run(self) -> Iterator[TrainingProgress]:
         """Train until ``config.iterations`` or ``config.max_minutes``, whichever comes first
@@ -147,46 +155,53 @@ class Trainer:
         schedule = LearningRateSchedule(config)
         scaler = torch.amp.GradScaler("cuda", enabled=self._dtype == torch.float16)
         first = self.model.iterations_trained
-        budget = config.max_minutes * 60 if config.max_minutes is not None else None
         # Known in advance only when an iteration count alone decides the end.
-        last = first + config.iterations if config.iterations is not None and budget is None else None
+        last = (
+            first + config.iterations if config.iterations is not None and schedule.budget is None else None
+        )
         # Training time counts only while the loop runs: a consumer that holds the generator
         # (a paused widget, a preview, a benchmark scoring) does not spend the budget.
         trained, resumed = 0.0, time.perf_counter()
         step = 0
         module.train()
-        guard = IterationGuard(module, self._stop, config, self.device)
+        network = self._dist.start(module, self.model.module, self.device)  # DDP when distributed
+        guard = IterationGuard(module, self._dist.stop_event(self._stop), config, self.device)
         self.model.training_in_progress = True
         try:
-            while not self._stop.is_set():
-                self._sync_data()
+            while True:
                 elapsed = trained + time.perf_counter() - resumed
+                stop, elapsed = self._dist.agree(self._stop.is_set(), elapsed)  # rank 0's clock
+                if stop:
+                    break
+                self._sync_data()
                 # The learning rate for this step: where the run will be when it ends.
                 ahead = elapsed + elapsed / step if step else 0.0
                 for group in optimizer.param_groups:
-                    group["lr"] = peak_lr * schedule(step, _fraction(step + 1, ahead, config, budget))
+                    group["lr"] = peak_lr * schedule(step, schedule.fraction(step + 1, ahead))
                 x, y = self._batch(channels_last)
                 number = first + step + 1
-                outcome = guard.run(number, partial(self._iterate, module, optimizer, scaler, guard, x, y))
+                outcome = guard.run(number, partial(self._iterate, network, optimizer, scaler, guard, x, y))
                 if outcome is None:  # stopped mid-iteration
                     return
                 logits, loss_value = outcome
                 step += 1
-                elapsed = trained + time.perf_counter() - resumed
-                fraction = _fraction(step, elapsed, config, budget)
+                elapsed, error_rate = self._dist.after_step(
+                    trained + time.perf_counter() - resumed, labelled_error_rate(logits, y)
+                )
+                fraction = schedule.fraction(step, elapsed)
                 finished = fraction >= 1.0
                 validation = None
                 due = step % config.validation_interval == 0 or finished
-                if self.data.validation and due and not self._stop.is_set():  # a stop skips it
+                if self.data.validation and due and not self._stop.is_set() and self._dist.rank == 0:
                     validation = self.validate()
                 record = TrainingProgress(
                     iteration=first + step,
                     last_iteration=last,
                     loss=loss_value,
-                    error_rate=labelled_error_rate(logits, y),
+                    error_rate=error_rate,
                     learning_rate=optimizer.param_groups[0]["lr"],
                     elapsed_seconds=elapsed,
-                    samples_per_second=step * config.batch_size / elapsed,
+                    samples_per_second=step * config.batch_size * self._dist.world_size / elapsed,
                     validation=validation,
                     fraction_done=min(fraction, 1.0),
                     painted_pixels=self.data.painted_pixels,
@@ -200,6 +215,7 @@ class Trainer:
                     return
         finally:
             guard.remove()
+            self._dist.close(module)
             self._stop.clear()
             self.model.training_in_progress = False
             module.eval()
@@ -235,7 +251,7 @@ class Trainer:
             loss = loss + self.config.dice_weight * sparse_dice_loss(logits, y)
         if self.config.regularisation_weight:
             loss = loss + self.config.regularisation_weight * crf_loss(logits, x)
-        loss_value = guard.check_loss(loss)
+        loss_value = guard.check_loss(self._dist.mean(loss))  # every rank decides on the same value
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(loss).backward()
         if not scaler.is_enabled():  # fp16's scaler skips the steps with inf/NaN gradients itself
@@ -247,7 +263,7 @@ class Trainer:
 
     def _sync_data(self) -> None:
         """Bring in labels painted since the last iteration; class weights follow them."""
-        self.data.apply_updates()
+        self._dist.apply_updates(self.data)
         if self.data.version != self._data_version:
             self._data_version = self.data.version
             self._class_weights = (
@@ -257,7 +273,8 @@ class Trainer:
             )
 
     def _batch(self, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        x_np, y_np = self.data.sampler.sample(self.config.batch_size)
+        batch = self.data.sampler.sample(self.config.batch_size * self._dist.world_size)
+        x_np, y_np = self._dist.share(batch)  # distributed: each rank trains on its share of the batch
         x, y = self._augmenter(torch.from_numpy(x_np), torch.from_numpy(y_np))
         memory_format = torch.channels_last if channels_last else torch.contiguous_format
         return x.to(self.device, memory_format=memory_format), y.to(self.device)
@@ -276,14 +293,3 @@ class Trainer:
             previous=self._last_predictions,
         )
         return metrics
-
-
-def _fraction(steps: int, seconds: float, config: TrainingConfig, budget: float | None) -> float:
-    """Share of the run's limit reached after ``steps`` iterations and ``seconds``; the larger of
-    the two when both limits are set, ``nan`` for a run without a limit."""
-    shares = []
-    if config.iterations is not None:
-        shares.append(steps / config.iterations)
-    if budget is not None:
-        shares.append(seconds / budget)
-    return max(shares) if shares else math.nan

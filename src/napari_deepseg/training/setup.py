@@ -113,6 +113,8 @@ class LearningRateSchedule:
     def __init__(self, config: TrainingConfig) -> None:
         self.schedule = config.schedule
         self.warmup = 20 if config.iterations is None else min(20, config.iterations // 10)
+        self.iterations = config.iterations
+        self.budget = config.max_minutes * 60 if config.max_minutes is not None else None  # seconds
 
     def __call__(self, step: int, fraction: float) -> float:
         # A short warm-up keeps Adam from wrecking pretrained features.
@@ -124,6 +126,16 @@ class LearningRateSchedule:
         if self.schedule is Schedule.COSINE:
             return FINAL_LR_FACTOR + (1 - FINAL_LR_FACTOR) * 0.5 * (1 + math.cos(math.pi * fraction))
         return 0.1 if fraction >= 2 / 3 else 1.0
+
+    def fraction(self, steps: int, seconds: float) -> float:
+        """Share of the run's limit reached after ``steps`` iterations and ``seconds``; the larger
+        of the two when both limits are set, ``nan`` for a run without a limit."""
+        shares = []
+        if self.iterations is not None:
+            shares.append(steps / self.iterations)
+        if self.budget is not None:
+            shares.append(seconds / self.budget)
+        return max(shares) if shares else math.nan
 
 
 def effective_learning_rate(config: TrainingConfig, architecture: str) -> float:
