@@ -4,8 +4,9 @@ On each dataset's train split (splits.json) a person's strokes are simulated per
 (``simulate_strokes``: thin random walks, ~1 % of the pixels, 3 px off class boundaries). Each
 seed changes both the strokes and the training seed. The network trains with the product's
 defaults from scratch (``TrainingConfig(pretrained=False, iterations=None, max_minutes=budget,
-seed=s)``: no weights are downloaded) for a budget of wall-clock CPU minutes, and is scored on
-every pixel of the held-out images, pooled (nucleus IoU = total intersection / total union).
+seed=s)``: no weights are downloaded; ``--pretrained-weights FILE`` starts the encoder from a
+torchvision state-dict file instead, see proxy_encoder.py) for a budget of wall-clock CPU minutes,
+and is scored on every pixel of the held-out images, pooled (nucleus IoU = total intersection / total union).
 
 Cells:
 - ``strokes``: the network from strokes at each ``--budgets`` minute count.
@@ -67,8 +68,8 @@ from napari_deepseg import Trainer, TrainingConfig
 CELLS = ("forest", "strokes", "dense", "multiclass")
 
 
-def train(images, labels, config: TrainingConfig, class_names) -> tuple[Trainer, dict]:
-    trainer = Trainer(images, labels, config, class_names=class_names)
+def train(images, labels, config: TrainingConfig, class_names, weights=None) -> tuple[Trainer, dict]:
+    trainer = Trainer(images, labels, config, class_names=class_names, weights_path=weights)
     start, iterations = time.perf_counter(), 0
     for progress in trainer.run():
         iterations = progress.iteration
@@ -78,9 +79,9 @@ def train(images, labels, config: TrainingConfig, class_names) -> tuple[Trainer,
 # A fit returns (predict: image -> labels 1..K, facts about the training).
 
 
-def fit_network(images, labels, config: TrainingConfig, class_names) -> tuple[Callable, dict]:
-    trainer, out = train(images, labels, config, class_names)
-    return trainer.model.predict, dict(out, config=config.to_dict())
+def fit_network(images, labels, config: TrainingConfig, class_names, weights=None) -> tuple[Callable, dict]:
+    trainer, out = train(images, labels, config, class_names, weights)
+    return trainer.model.predict, dict(out, config=config.to_dict(), weights=weights)
 
 
 def fit_forest(images, labels, seed: int) -> tuple[Callable, dict]:
@@ -126,9 +127,17 @@ def main() -> None:
     parser.add_argument("--no-robustness", action="store_true", help="skip the shifted held-out scores")
     parser.add_argument("--json", type=Path, help="results file (default accuracy.json)")
     parser.add_argument("--report", action="store_true", help="only print the table of --json")
+    parser.add_argument(
+        "--pretrained-weights",
+        help="a torchvision state-dict file for the encoder (ImageNet's, or proxy_encoder.py's): "
+        "the networks start from it (pretrained=True) instead of from scratch",
+    )
     add_training_options(parser)
     args = parser.parse_args()
     tag, options = tag_for(args), training_options(args)
+    weights = args.pretrained_weights
+    if weights and not args.tag:
+        tag = ",".join(filter(None, [tag, f"pretrained={Path(weights).stem}"]))
     results = Results(args.json or Path("accuracy-smoke.json" if args.max_images else "accuracy.json"))
     if args.report:
         report(results.cells, tag)
@@ -186,7 +195,7 @@ def main() -> None:
                     config = TrainingConfig(
                         **{
                             "architecture": arch,
-                            "pretrained": False,
+                            "pretrained": weights is not None,
                             "iterations": None,
                             "max_minutes": budget,
                             "seed": seed,
@@ -200,6 +209,7 @@ def main() -> None:
                         fit_network,
                         config,
                         CLASS_NAMES_3 if kind.startswith("3-class") else CLASS_NAMES,
+                        weights,
                     )
     report(results.cells, tag)
 
