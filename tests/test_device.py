@@ -53,6 +53,22 @@ def test_unknown_or_missing_devices_are_refused(monkeypatch):
         resolve_device("cuda:0")
 
 
+@pytest.mark.parametrize("name", ["meta", "xpu", "ipu"])
+def test_devices_torch_knows_but_training_cannot_use_are_refused(monkeypatch, name):
+    _machine(monkeypatch)
+    with pytest.raises(ValueError, match=f"unsupported device '{name}'"):
+        resolve_device(name)
+
+
+def test_a_gpu_index_past_the_last_gpu_and_a_missing_mps_are_refused(monkeypatch):
+    _machine(monkeypatch, gpus=2)
+    assert resolve_device("cuda:1") == torch.device("cuda:1")
+    with pytest.raises(ValueError, match=r"has 2 CUDA GPU\(s\) \(cuda:0..cuda:1\)"):
+        resolve_device("cuda:2")
+    with pytest.raises(ValueError, match="Apple MPS is not available"):
+        resolve_device("mps")
+
+
 @pytest.mark.parametrize(("torch_threads", "expected"), [(16, 15), (4, 3), (2, 1), (1, 1)])
 def test_the_worker_leaves_one_core_to_the_gui(monkeypatch, torch_threads, expected):
     monkeypatch.setattr(torch, "get_num_threads", lambda: torch_threads)
