@@ -72,6 +72,39 @@ def test_a_failed_download_is_one_notification_and_keeps_pretrained_off(
     assert not download.button.native.isHidden() and download.button.text == DOWNLOAD  # try again
 
 
+def test_closing_the_form_mid_download_neither_crashes_nor_blocks_and_the_file_completes(
+    qtbot,
+    fake_encoder,  # noqa: F811
+    weights_server,  # noqa: F811
+    errors,
+    monkeypatch,
+):
+    from qtpy.QtWidgets import QApplication
+
+    monkeypatch.setenv("NAPARI_DEEPSEG_WEIGHTS_URL", weights_server.url())
+    shown: list[str] = []
+    monkeypatch.setattr(notifications, "show_info", shown.append)
+    weights_server.files[fake_encoder.filename] = fake_encoder.content
+    weights_server.gate = threading.Event()
+    form = TrainControls()  # not given to qtbot: this test deletes it
+    form.set_options(architecture="unet", encoder=fake_encoder.name, pretrained=True)
+    download = form.weights_download
+    download.button.native.click()
+    qtbot.waitUntil(lambda: download._count.done > 0, timeout=TIMEOUT)  # half the file is in
+    worker = download.worker
+    form.close()
+    form.deleteLater()
+    QApplication.processEvents()
+    weights_server.gate.set()  # the rest arrives after the form is gone
+    qtbot.waitUntil(lambda: fake_encoder.cached.exists(), timeout=TIMEOUT)
+    qtbot.waitUntil(lambda: not worker.is_running, timeout=TIMEOUT)
+    for _ in range(5):
+        QApplication.processEvents()
+    assert fake_encoder.cached.read_bytes() == fake_encoder.content  # hash-checked, whole
+    assert errors == [] and shown == []  # nothing shown for a form that is gone
+    assert [p.name for p in fake_encoder.cache.iterdir()] == [fake_encoder.filename]  # no partial file
+
+
 def test_an_encoder_with_cached_weights_offers_no_download(qtbot, controls, fake_encoder):  # noqa: F811
     fake_encoder.cache.mkdir(parents=True)
     fake_encoder.cached.write_bytes(fake_encoder.content)

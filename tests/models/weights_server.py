@@ -32,6 +32,8 @@ class WeightsServer:
     files: dict[str, bytes] = field(default_factory=dict)
     broken: set[str] = field(default_factory=set)
     requests: list[str] = field(default_factory=list)
+    # When set: half of each body is sent, then the rest only once this event is set (a slow link).
+    gate: threading.Event | None = None
 
     def url(self, name: str = "") -> str:
         return f"http://127.0.0.1:{self.port}/models/{name}"
@@ -65,6 +67,11 @@ def _handler(server: WeightsServer) -> type[BaseHTTPRequestHandler]:
             broken = name in server.broken
             self.send_header("Content-Length", str(len(body) + 1000 if broken else len(body)))
             self.end_headers()
+            if server.gate is not None and not broken:
+                self.wfile.write(body[: len(body) // 2])
+                self.wfile.flush()
+                server.gate.wait(timeout=120)
+                body = body[len(body) // 2 :]
             self.wfile.write(body[: len(body) // 2] if broken else body)
             if broken:
                 self.wfile.flush()
@@ -93,7 +100,9 @@ def weights_server():
 def fake_encoder(tmp_path, monkeypatch) -> FakeEncoder:
     """``resnet18``'s weights file replaced by a small state dict, and the hub cache in tmp_path."""
     buffer = io.BytesIO()
-    torch.save({"conv1.weight": torch.arange(6.0).reshape(1, 1, 2, 3)}, buffer)
+    # 256 KiB of padding: more than one read of the downloader (64 KiB), so a download can be caught
+    # half-way through (the gate)
+    torch.save({"conv1.weight": torch.arange(6.0).reshape(1, 1, 2, 3), "pad": torch.zeros(65536)}, buffer)
     content = buffer.getvalue()
     filename = f"{ENCODER}-{hashlib.sha256(content).hexdigest()[:8]}.pth"
     weights = SimpleNamespace(url=f"https://download.pytorch.org/models/{filename}")
