@@ -34,7 +34,14 @@ import numpy as np
 
 from .data.layout import SliceView
 from .data.normalisation import Normalisation
-from .prediction import PredictionOptions, apply_threshold, label_dtype, predict_bands
+from .prediction import (
+    PredictionOptions,
+    apply_threshold,
+    blend_tile,
+    divide_by_weights,
+    label_dtype,
+    predict_bands,
+)
 from .threshold import check_min_probability
 from .tiling import AxisTiles, TilingOptions
 
@@ -155,17 +162,12 @@ def predict_block(job: _Job, model_file: bytes) -> np.ndarray | None:
     acc = np.zeros((r1 - r0, c1 - c0, model.num_classes), np.float32)
     for i in job.tiles[0]:
         y0 = rows.starts[i]
-        ya, yb = max(y0, r0), min(y0 + rows.size, r1)
         for j in job.tiles[1]:
             x0 = cols.starts[j]
-            xa, xb = max(x0, c0), min(x0 + cols.size, c1)
             tile = data[:, y0 - oy : y0 - oy + rows.size, x0 - ox : x0 - ox + cols.size]
             probs = _tile_probabilities(model.module, tile, job, model.num_classes)
-            probs *= rows.weights[i][:, None, None]  # as the local path: same operands, same order
-            probs *= cols.weights[j][None, :, None]
-            acc[ya - r0 : yb - r0, xa - c0 : xb - c0] += probs[ya - y0 : yb - y0, xa - x0 : xb - x0]
-    acc /= rows.total[r0:r1, None, None]
-    acc /= cols.total[None, c0:c1, None]
+            blend_tile(acc, (r0, c0), probs, (y0, x0), rows.weights[i], cols.weights[j])
+    divide_by_weights(acc, rows.total[r0:r1], cols.total[c0:c1])
     labels = apply_threshold(np.moveaxis(acc, -1, 0), job.min_probability)
     if job.out is None:
         return labels

@@ -135,9 +135,7 @@ def _predict_bands(
                 for i, probs in _forward_tiles(
                     network, tiles, normalisation, options.tiling.batch_size, device, dtype, channels_last
                 ):
-                    probs *= rows.weights[row][:, None, None]
-                    probs *= cols.weights[i][None, :, None]
-                    band[:, xs[i] : xs[i] + tw] += probs
+                    blend_tile(band, (y0, 0), probs, (y0, xs[i]), rows.weights[row], cols.weights[i])
                     done += 1
                     if progress is not None:
                         progress(done, total)
@@ -149,12 +147,41 @@ def _predict_bands(
                 for r0 in range(0, finished, SINK_ROWS):
                     r1 = min(r0 + SINK_ROWS, finished)
                     chunk = band[r0:r1]
-                    chunk /= rows.total[y0 + r0 : y0 + r1, None, None]
-                    chunk /= cols.total[None, :, None]
+                    divide_by_weights(chunk, rows.total[y0 + r0 : y0 + r1], cols.total)
                     sink(s, y0 + r0, chunk)
                 rest = th - finished
                 band[:rest] = band[finished:]  # no overlap between the two when stride >= overlap
                 band[rest:] = 0
+
+
+def blend_tile(
+    acc: np.ndarray,
+    origin: tuple[int, int],
+    probs: np.ndarray,
+    at: tuple[int, int],
+    row_weights: np.ndarray,
+    col_weights: np.ndarray,
+) -> None:
+    """Weight a tile's probabilities ``probs`` (h, w, K) in place by its blending weights and add
+    the part that lies inside ``acc`` (rows, cols, K) to it.
+
+    ``origin`` and ``at`` are the image positions (row, column) of ``acc``'s and the tile's first
+    pixel. The local path and every cluster task blend with this, in the same tile order, so each
+    pixel's sum is the same sequence of float32 operations in both.
+    """
+    probs *= row_weights[:, None, None]
+    probs *= col_weights[None, :, None]
+    (ay, ax), (ty, tx) = origin, at
+    y0, y1 = max(ty, ay), min(ty + probs.shape[0], ay + acc.shape[0])
+    x0, x1 = max(tx, ax), min(tx + probs.shape[1], ax + acc.shape[1])
+    acc[y0 - ay : y1 - ay, x0 - ax : x1 - ax] += probs[y0 - ty : y1 - ty, x0 - tx : x1 - tx]
+
+
+def divide_by_weights(acc: np.ndarray, row_total: np.ndarray, col_total: np.ndarray) -> None:
+    """Finish a blend in place: divide ``acc`` (rows, cols, K) by the sums of the weights of its
+    rows and columns (the ``AxisTiles.total`` of the pixels it covers)."""
+    acc /= row_total[:, None, None]
+    acc /= col_total[None, :, None]
 
 
 def _forward_tiles(
@@ -207,19 +234,60 @@ def predict_compact(
     normalisation: Normalisation,
     num_classes: int,
     options: PredictionOptions = PredictionOptions(),
+    out: CompactProbabilities | None = None,
 ) -> CompactProbabilities:
-    """Like :func:`predict_probabilities` but keeps only the compact result (2 bytes per pixel)."""
-    num_slices, _, height, width = view.data.shape
-    out = CompactProbabilities.empty((num_slices, height, width), num_classes)
+    """Like :func:`predict_probabilities` but keeps only the compact result (2 bytes per pixel).
 
+    ``out``: a :class:`CompactProbabilities` whose two arrays (of the labels' shape; numpy,
+    ``np.memmap``, zarr, anything with numpy slice assignment) receive the result band by band,
+    so it can be larger than memory; it is returned.
+    """
+    if out is None:
+        num_slices, _, height, width = view.data.shape
+        flat = CompactProbabilities.empty((num_slices, height, width), num_classes)
+        predict_bands(module, view, normalisation, num_classes, _compact_sink(flat, None), options)
+        shape = view.labels_shape
+        return CompactProbabilities(
+            flat.best_class.reshape(shape), flat.best_probability.reshape(shape), num_classes
+        )
+    _check_compact_out(out, view.labels_shape, num_classes)
+    leading = [np.unravel_index(s, view.leading_shape) for s in range(view.num_slices)]
+    predict_bands(module, view, normalisation, num_classes, _compact_sink(out, leading), options)
+    return out
+
+
+def _compact_sink(out: CompactProbabilities, leading: list[tuple[Any, ...]] | None) -> BandSink:
+    # ``leading``: the index of each slice in arrays of the labels' shape; None: arrays (S, H, W).
     def write(s: int, y0: int, chunk: np.ndarray) -> None:
-        out.write(chunk, (s, slice(y0, y0 + chunk.shape[0])))
+        lead = (s,) if leading is None else tuple(leading[s])
+        out.write(chunk, (*lead, slice(y0, y0 + chunk.shape[0])))
 
-    predict_bands(module, view, normalisation, num_classes, write, options)
-    shape = view.labels_shape
-    return CompactProbabilities(
-        out.best_class.reshape(shape), out.best_probability.reshape(shape), num_classes
-    )
+    return write
+
+
+def _check_compact_out(out: Any, shape: tuple[int, ...], num_classes: int) -> None:
+    if not isinstance(out, CompactProbabilities):
+        raise TypeError(f"out must be a CompactProbabilities (two arrays), got {type(out).__name__}")
+    if out.num_classes != num_classes:
+        raise ValueError(f"out is for {out.num_classes} classes but the model has {num_classes}")
+    for name, array in (("best_class", out.best_class), ("best_probability", out.best_probability)):
+        if not hasattr(array, "shape") or not hasattr(array, "dtype"):
+            raise TypeError(f"out.{name} must be an array (numpy, memmap, zarr), got {type(array).__name__}")
+        if tuple(array.shape) != shape:
+            raise ValueError(f"out.{name} has shape {tuple(array.shape)} but the labels have shape {shape}")
+        if isinstance(array, np.ndarray) and not array.flags.writeable:
+            raise ValueError(f"out.{name} is read-only; pass a writable array")
+    if (
+        not np.issubdtype(out.best_class.dtype, np.integer)
+        or np.iinfo(out.best_class.dtype).max < num_classes
+    ):
+        raise TypeError(
+            f"out.best_class must be an integer array that holds {num_classes}; got {out.best_class.dtype}"
+        )
+    if np.dtype(out.best_probability.dtype) != np.uint8:
+        raise TypeError(
+            f"out.best_probability must be uint8 (probability x 255); got {out.best_probability.dtype}"
+        )
 
 
 def predict_labels(
