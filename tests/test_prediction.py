@@ -1,3 +1,5 @@
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -215,16 +217,18 @@ def test_the_network_moves_only_when_asked(unet):
         normalisation=Normalisation(low=(0.0,), high=(1.0,)),
     )
     assert model.to("cpu") is model and model.device == torch.device("cpu")
-    # The functions below SegmentationModel never move a network: a mismatch is an error.
-    with pytest.raises(ValueError, match=r"the network is on cpu, not meta: move it first"):
+    # The functions below SegmentationModel never move a network: a mismatch is an error. (A
+    # network on "meta", as no machine has a second device for sure: "meta" is no device to ask for.)
+    elsewhere = copy.deepcopy(unet).to("meta")
+    with pytest.raises(ValueError, match=r"the network is on meta, not cpu: move it first"):
         predict_compact(
-            unet,
+            elsewhere,
             to_slices(np.zeros((40, 40), np.float32)),
             model.normalisation,
             3,
-            PredictionOptions(device="meta"),
+            PredictionOptions(device="cpu"),
         )
-    assert model.device == torch.device("cpu")
+    assert model.device == torch.device("cpu") and next(elsewhere.parameters()).device.type == "meta"
 
 
 def test_streamed_labels_reject_an_output_that_does_not_fit(unet):

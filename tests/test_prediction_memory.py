@@ -73,14 +73,22 @@ def _extra_bytes(run) -> tuple[int, int]:
     return peak - nbytes, nbytes
 
 
-@pytest.mark.parametrize("path", ["proba+threshold", "compact", "predict"])
-def test_every_public_path_is_flat_in_the_number_of_rows(monkeypatch, path):
+@pytest.mark.parametrize("path", ["proba+threshold", "compact", "predict", "compact on disk"])
+def test_every_public_path_is_flat_in_the_number_of_rows(monkeypatch, tmp_path, path):
     """Four times the rows at the same width: what is held beyond the returned arrays stays the
     same (the band of tile rows depends on the width only)."""
     monkeypatch.setattr(threshold, "BAND_PIXELS", 1 << 16)  # both images span several bands
     model = _linear_model()
 
     def run(image):
+        if path == "compact on disk":  # memory maps: the result itself is not numpy memory
+            files = [tmp_path / f"{image.shape[0]}-{name}.npy" for name in ("class", "probability")]
+            out = CompactProbabilities(
+                *(np.lib.format.open_memmap(f, "w+", np.uint8, image.shape[:2]) for f in files), 3
+            )
+            model.predict_compact(image, out=out, tile_size=256, overlap=32, precision="fp32")
+            del out
+            return ()
         if path == "proba+threshold":
             p = model.predict_proba(image, tile_size=256, overlap=32, precision="fp32")
             return p, apply_threshold(p, 0.4)

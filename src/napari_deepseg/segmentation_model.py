@@ -198,6 +198,7 @@ class SegmentationModel:
         channel_axis: int | None = None,
         region: tuple[int, int, int, int] | None = None,
         image_normalisation: Normalisation | None = None,
+        out: CompactProbabilities | None = None,
         **keywords: Any,
     ) -> CompactProbabilities:
         """Like :meth:`predict_proba` but returns the compact (2 bytes/pixel) result that
@@ -208,14 +209,20 @@ class SegmentationModel:
         normalisation is still that of the whole image. ``image_normalisation`` (from
         ``model.normalisation.for_image(model.view(image).data)``) skips measuring the image's
         bounds again when the same image is predicted repeatedly.
+
+        ``out``: a :class:`CompactProbabilities` of two arrays of the labels' shape (e.g. two zarr
+        arrays: ``best_class`` of :func:`label_dtype`, ``best_probability`` uint8) that receive
+        the result band by band, for images larger than memory; it is returned. Not with ``region``.
         """
+        if out is not None and region is not None:
+            raise ValueError("out and region cannot be combined: predict the region in memory")
         view = self.view(image, channel_axis)
         options = _with_keywords(options, keywords)
         if options.device is not None:
             self.to(options.device)
         normalisation = image_normalisation or self.normalisation.for_image(view.data)
         if region is None:
-            return predict_compact(self.module, view, normalisation, self.num_classes, options)
+            return predict_compact(self.module, view, normalisation, self.num_classes, options, out)
         crop_view, inner = _region_view(view, region)
         full = predict_compact(self.module, crop_view, normalisation, self.num_classes, options)
         return CompactProbabilities(full.best_class[inner], full.best_probability[inner], self.num_classes)

@@ -1,14 +1,18 @@
 """The compact result of a prediction and the minimum-probability threshold (numpy only).
 
 Kept apart from inference so that the threshold slider only re-thresholds: one comparison per
-pixel on the compact result, fast enough for 4096x4096.
+pixel on the compact result, fast enough for 4096x4096. The compact result's two arrays may also be
+on disk (zarr, memory-mapped ``.npy``): it is then thresholded band by band, or one window at a time
+(:meth:`CompactProbabilities.window`).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,15 +27,18 @@ class CompactProbabilities:
     its probability quantised to 0..255 (steps of 1/255).
 
     Thresholding this is a single comparison per pixel, fast enough for a slider on 4096x4096.
+    The two arrays are numpy arrays, or any arrays with numpy slicing (zarr, ``np.memmap``) for
+    results larger than memory: :func:`apply_threshold` then reads them band by band and
+    :meth:`window` reads one part.
     """
 
-    best_class: np.ndarray  # uint8 (or uint16 when K > 255), values 1..K
-    best_probability: np.ndarray  # uint8, round(p * 255)
+    best_class: Any  # uint8 (or uint16 when K > 255), values 1..K
+    best_probability: Any  # uint8, round(p * 255)
     num_classes: int
 
     @property
     def shape(self) -> tuple[int, ...]:
-        return self.best_class.shape
+        return tuple(self.best_class.shape)
 
     @classmethod
     def empty(cls, shape: tuple[int, ...], num_classes: int) -> CompactProbabilities:
@@ -46,6 +53,20 @@ class CompactProbabilities:
             out.best_class[index] = labels
             out.best_probability[index] = np.rint(np.clip(top, 0, 1) * 255)
         return out
+
+    @property
+    def in_memory(self) -> bool:
+        """Whether both arrays are numpy arrays in memory (not memory maps, zarr, ...)."""
+        return all(
+            isinstance(a, np.ndarray) and not isinstance(a, np.memmap)
+            for a in (self.best_class, self.best_probability)
+        )
+
+    def window(self, index: Any) -> CompactProbabilities:
+        """The part at ``index`` (numpy slicing of the spatial arrays), read into memory."""
+        return CompactProbabilities(
+            np.asarray(self.best_class[index]), np.asarray(self.best_probability[index]), self.num_classes
+        )
 
     def write(self, probabilities: np.ndarray, index: tuple) -> None:
         """Store float probabilities (..., K), classes last, at ``index`` of the spatial arrays."""
@@ -73,15 +94,24 @@ def apply_threshold(probabilities: np.ndarray | CompactProbabilities, min_probab
     ``probabilities`` is float (K, ...) as returned by ``predict_proba``, or a
     :class:`CompactProbabilities` (then compared at its 1/255 resolution). ``min_probability=0``
     classifies every pixel. Ties go to the lower class number. Returns uint8 (uint16 for K > 255).
+    A compact result on disk (zarr, memory maps) is read chunk by chunk (band by band) into the
+    returned numpy array; only that array is of image size.
     """
     check_min_probability(min_probability)
     if isinstance(probabilities, CompactProbabilities):
-        level = math.ceil(float(min_probability) * 255 - 1e-9)
-        if level <= 0:
-            return np.copy(probabilities.best_class)
-        # A multiply by the bool mask keeps the dtype and is ~3x faster than np.where here.
-        labels: np.ndarray = probabilities.best_class * (probabilities.best_probability >= level)
-        return labels
+        level = probability_level(min_probability)
+        if probabilities.in_memory:
+            return _threshold_compact(probabilities.best_class, probabilities.best_probability, level)
+        out = np.empty(probabilities.shape, probabilities.best_class.dtype)
+        chunks = getattr(probabilities.best_class, "chunks", None)  # zarr's: one size per axis
+        if isinstance(chunks, tuple) and all(isinstance(c, (int, np.integer)) for c in chunks):
+            indices = _chunk_grid(out.shape, chunks)
+        else:  # memory maps (and dask's chunks, a tuple of sizes per axis)
+            indices = _bands(out.shape)
+        for index in indices:
+            part = probabilities.window(index)
+            out[index] = _threshold_compact(part.best_class, part.best_probability, level)
+        return out
     probabilities = _check_probabilities(probabilities)
     labels = np.empty(probabilities.shape[1:], label_dtype(probabilities.shape[0]))
     for index in _bands(labels.shape):
@@ -89,6 +119,20 @@ def apply_threshold(probabilities: np.ndarray | CompactProbabilities, min_probab
         if min_probability > 0:
             band *= top >= min_probability
         labels[index] = band
+    return labels
+
+
+def probability_level(min_probability: float) -> int:
+    """The quantised probability (0..255) that a pixel of a compact result must reach."""
+    check_min_probability(min_probability)
+    return math.ceil(float(min_probability) * 255 - 1e-9)
+
+
+def _threshold_compact(best_class: np.ndarray, best_probability: np.ndarray, level: int) -> np.ndarray:
+    if level <= 0:
+        return np.copy(best_class)
+    # A multiply by the bool mask keeps the dtype and is ~3x faster than np.where here.
+    labels: np.ndarray = best_class * (best_probability >= level)
     return labels
 
 
@@ -103,6 +147,14 @@ def _bands(spatial: tuple[int, ...]) -> Iterator[tuple]:
     for lead in np.ndindex(*spatial[:-2]):
         for r0 in range(0, spatial[-2], rows):
             yield (*lead, slice(r0, r0 + rows))
+
+
+def _chunk_grid(shape: tuple[int, ...], chunks: tuple[int, ...]) -> Iterator[tuple]:
+    """Indices of every chunk of an array stored in ``chunks``: each is read (decompressed) once,
+    where a band of a few rows would decompress whole rows of chunks for each band."""
+    ranges = [range(0, n, c) for n, c in zip(shape, chunks, strict=True)]
+    for starts in itertools.product(*ranges):
+        yield tuple(slice(s, s + c) for s, c in zip(starts, chunks))
 
 
 def most_probable_class(probabilities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
