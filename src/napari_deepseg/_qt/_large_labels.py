@@ -1,9 +1,14 @@
-"""Labels of images too large to hold whole: written band by band into a zarr array on disk.
+"""Results of images too large to hold whole: the compact result on disk, thresholded as it is viewed.
 
-Above :data:`LARGE_PIXELS` the Predict widget does not keep the compact result (2 bytes per pixel
-in memory) but writes the thresholded labels through ``SegmentationModel.predict(out=...)`` into a
-zarr array with 1024-pixel chunks, in a temporary directory removed when napari exits; that array
-is the Labels layer's data. The minimum probability is then applied while predicting.
+Above :data:`LARGE_PIXELS` the Predict widget does not keep the compact result (2 bytes per pixel)
+in memory but streams it through ``SegmentationModel.predict_compact(out=...)`` into a zarr store
+with 1024-pixel chunks (a temporary directory removed when napari exits, or a given path), with
+strided copies (every 2nd, 4th, ... pixel) down to :data:`PYRAMID_MIN` pixels a side written
+from the same bands. The Labels layer's data are :class:`ThresholdedLevel` views of those levels
+that threshold what napari reads of them; napari reads the visible chunks of one level (and the
+smallest level whole, for the thumbnail), so a slider move (views at the new threshold swapped in)
+re-thresholds only those and never runs the network. Asked for whole (``np.asarray``, saving the
+layer), a level is thresholded band by band.
 """
 
 from __future__ import annotations
@@ -17,21 +22,111 @@ from typing import Any
 
 import numpy as np
 
-from ..prediction import label_dtype
+from ..prediction import CompactProbabilities, apply_threshold, label_dtype
 from ..segmentation_model import SegmentationModel
+from ..threshold import check_min_probability
 
-LARGE_PIXELS = 64 * 2**20  # pixels (all planes) above which the labels go to disk
+LARGE_PIXELS = 64 * 2**20  # pixels (all planes) above which the result goes to disk
 CHUNK = 1024
+PYRAMID_MIN = 1024  # the smallest level has at most this many pixels a side
+
+
+class ThresholdedLevel:
+    """One level of a large result as napari reads it: an array-like whose indexing thresholds
+    just the part indexed of the compact result on disk at :attr:`min_probability`
+    (``np.asarray`` computes it whole, band by band). Its ``chunks`` are those on disk, so napari
+    reads whole chunks of what is visible. A new threshold is a new view (:meth:`LargeLabels.labels`)."""
+
+    def __init__(self, compact: CompactProbabilities, min_probability: float = 0.0) -> None:
+        self.compact, self.min_probability = compact, float(min_probability)
+        self.shape = tuple(int(n) for n in compact.shape)
+        self.dtype = np.dtype(compact.best_class.dtype)
+        self.ndim = len(self.shape)
+        self.chunks = tuple(getattr(compact.best_class, "chunks", None) or _chunk_shape(self.shape))
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        return _threshold_window(self.compact, index, self.min_probability)
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        labels = apply_threshold(self.compact, self.min_probability)
+        return labels if dtype is None else labels.astype(dtype, copy=False)
+
+    def __repr__(self) -> str:
+        return f"ThresholdedLevel(shape={self.shape}, min_probability={self.min_probability})"
+
+
+def _threshold_window(compact: CompactProbabilities, index: Any, min_probability: float) -> np.ndarray:
+    return apply_threshold(compact.window(index), min_probability)
 
 
 @dataclass(frozen=True)
 class LargeLabels:
-    """Labels written to disk: ``labels`` is the zarr array (or memory-mapped ``.npy``), ``path``
-    its store."""
+    """A compact result on disk: ``levels`` (full resolution first, then every 2nd, 4th, ...
+    pixel), each a :class:`CompactProbabilities` of two zarr arrays (or memory-mapped ``.npy``
+    files without zarr), in the store at ``path``."""
 
-    labels: Any
+    levels: tuple[CompactProbabilities, ...]
     path: Path
-    min_probability: float
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(int(n) for n in self.levels[0].shape)
+
+    def labels(self, min_probability: float) -> Any:
+        """The data of a labels layer at ``min_probability``: a :class:`ThresholdedLevel` of every
+        level (one when there is one level). Nothing is read until napari reads it."""
+        check_min_probability(min_probability)
+        views = [ThresholdedLevel(level, min_probability) for level in self.levels]
+        return views if len(views) > 1 else views[0]
+
+    def is_shown_by(self, layer: Any) -> bool:
+        """Whether ``layer`` shows this result (the user may have replaced its data)."""
+        data = layer.data[0] if layer.multiscale else layer.data
+        return isinstance(data, ThresholdedLevel) and data.compact is self.levels[0]
+
+
+def _chunk_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (1,) * (len(shape) - 2) + tuple(min(CHUNK, n) for n in shape[-2:])
+
+
+class _Pyramid:
+    """What ``predict_compact`` writes one of its arrays into: every band of rows goes to level 0
+    and every ``2**k``-th row and column of it to level ``k``. The index of a write is the band's
+    leading indices (ints) and a slice of rows, as ``predict_compact`` gives it."""
+
+    def __init__(self, levels: list[Any]) -> None:
+        self.levels = levels
+        self.shape, self.dtype = tuple(levels[0].shape), levels[0].dtype
+
+    def __setitem__(self, index: tuple[Any, ...], value: np.ndarray) -> None:
+        *lead, rows = index
+        if not isinstance(rows, slice) or rows.step not in (None, 1) or value.ndim != 2:
+            raise IndexError(f"the pyramid takes bands of whole rows, got {index!r}")
+        self.levels[0][index] = value
+        start = rows.start or 0
+        for k, level in enumerate(self.levels[1:], start=1):
+            step = 2**k
+            first = -(-start // step) * step  # the band's first row on level k's grid
+            part = value[first - start :: step, ::step]
+            if len(part):
+                level[(*lead, slice(first // step, first // step + len(part)))] = part
+
+
+def level_shapes(shape: tuple[int, ...]) -> list[tuple[int, ...]]:
+    """The shape of every level: halved (rounded up) until the larger side is at most
+    :data:`PYRAMID_MIN`; the leading axes stay."""
+    shapes = [tuple(shape)]
+    while max(shapes[-1][-2:]) > PYRAMID_MIN:
+        *lead, h, w = shapes[-1]
+        shapes.append((*lead, -(-h // 2), -(-w // 2)))
+    return shapes
 
 
 def is_large(model: SegmentationModel, data: Any, channel_axis: int | None) -> bool:
@@ -42,49 +137,62 @@ def is_large(model: SegmentationModel, data: Any, channel_axis: int | None) -> b
 def _temporary_store() -> Path:
     path = Path(tempfile.mkdtemp(prefix="napari-deepseg-labels-"))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
-    return path / "labels.zarr"
+    return path / "result.zarr"
 
 
 def predict_to_zarr(
     model: SegmentationModel,
     data: Any,
     channel_axis: int | None,
-    min_probability: float,
     progress: Any,
     should_stop: Any,
     path: str | Path | None = None,
 ) -> LargeLabels:
-    """Predict ``data`` into a new zarr array at ``path`` (a temporary store by default), or a
-    memory-mapped ``.npy`` file when zarr (an optional extra) is not installed. A failed or
-    cancelled prediction leaves no store behind."""
+    """Predict the compact result of ``data`` (and its pyramid) into a new zarr store at ``path``
+    (a temporary store by default), or into a folder of memory-mapped ``.npy`` files when zarr (an
+    optional extra) is not installed. A failed or cancelled prediction leaves no store behind."""
     try:
         import zarr
     except ImportError:
         zarr = None
     temporary = path is None
     store = Path(path) if path is not None else _temporary_store()
-    shape = model.view(data, channel_axis).labels_shape
-    dtype = label_dtype(model.num_classes)
+    shapes = level_shapes(model.view(data, channel_axis).labels_shape)
+    dtypes = {"best_class": label_dtype(model.num_classes), "best_probability": np.uint8}
+    arrays: dict[str, list[Any]] = {}
     if zarr is None:
-        store = store.with_suffix(".npy")
-        out: Any = np.lib.format.open_memmap(store, mode="w+", dtype=dtype, shape=shape)
+        store = store.with_suffix("")
+        store.mkdir(parents=True, exist_ok=True)
+        for name, dtype in dtypes.items():
+            arrays[name] = [
+                np.lib.format.open_memmap(store / f"{name}-{k}.npy", mode="w+", dtype=dtype, shape=shape)
+                for k, shape in enumerate(shapes)
+            ]
     else:
-        chunks = (1,) * (len(shape) - 2) + (CHUNK, CHUNK)
-        out = zarr.open_array(str(store), mode="w", shape=shape, chunks=chunks, dtype=dtype)
+        root = zarr.open_group(str(store), mode="w")
+        root.attrs.update({"num_classes": model.num_classes, "class_names": list(model.class_names)})
+        for name, dtype in dtypes.items():
+            group = root.create_group(name)
+            arrays[name] = [
+                group.create_array(str(k), shape=shape, chunks=_chunk_shape(shape), dtype=dtype)
+                for k, shape in enumerate(shapes)
+            ]
+    out = CompactProbabilities(
+        _Pyramid(arrays["best_class"]), _Pyramid(arrays["best_probability"]), model.num_classes
+    )
     try:
-        model.predict(
-            data,
-            min_probability=min_probability,
-            out=out,
-            channel_axis=channel_axis,
-            progress=progress,
-            should_stop=should_stop,
+        model.predict_compact(
+            data, out=out, channel_axis=channel_axis, progress=progress, should_stop=should_stop
         )
     except BaseException:
-        del out  # a memory map must be closed before its file goes
+        del out, arrays  # memory maps must be closed before their files go
         _remove(store.parent if temporary else store)
         raise
-    return LargeLabels(out, store, min_probability)
+    levels = tuple(
+        CompactProbabilities(c, p, model.num_classes)
+        for c, p in zip(arrays["best_class"], arrays["best_probability"])
+    )
+    return LargeLabels(levels, store)
 
 
 def _remove(path: Path) -> None:

@@ -21,14 +21,12 @@ def predict_image(
     with_probabilities: bool,
     progress: Any,
     should_stop: Any,
-    min_probability: float = 0.0,
 ) -> tuple[CompactProbabilities | None, np.ndarray | LargeLabels | None]:
     """The compact result (and the float probabilities when asked for) of one image; above
-    ``LARGE_PIXELS`` no compact result but the labels at ``min_probability`` in a zarr array."""
+    ``LARGE_PIXELS`` no compact result in memory but the :class:`LargeLabels` on disk (no
+    probabilities then)."""
     if _large_labels.is_large(model, data, channel_axis):
-        return None, _large_labels.predict_to_zarr(
-            model, data, channel_axis, min_probability, progress, should_stop
-        )
+        return None, _large_labels.predict_to_zarr(model, data, channel_axis, progress, should_stop)
     options = dict(channel_axis=channel_axis, progress=progress, should_stop=should_stop)
     if with_probabilities:
         probabilities = model.predict_proba(data, **options)
@@ -53,9 +51,9 @@ def result_text(image: str, result: str, hidden_preview: str | None, large: Any 
     text = f"Segmented '{image}' into '{result}'."
     if isinstance(large, LargeLabels):
         text += (
-            f" The image is too large to keep every pixel's probability: the labels (min. probability "
-            f"{large.min_probability:.0%}) are on disk in {large.path}, without per-class probabilities "
-            "or uncertainty; move the slider and Predict again to change the threshold."
+            f" The image is too large to hold in memory: its result is on disk in {large.path}, "
+            "thresholded chunk by chunk as you view it (the slider re-thresholds what is shown), "
+            "without per-class probabilities or uncertainty."
         )
     if hidden_preview:
         text += f" Hid the training preview '{hidden_preview}' (its eye in the layer list shows it again)."

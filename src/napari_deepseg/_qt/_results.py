@@ -32,7 +32,13 @@ def show_labels(viewer: Any, image: Image, model: SegmentationModel, labels: Any
     """
     key = f"{image.name} segmentation"
     layer = find_result(viewer, key, Labels)
-    if layer is None:
+    multiscale = isinstance(labels, list)  # the levels of a large result
+    if layer is not None and layer.multiscale != multiscale:  # napari cannot change that in place
+        index = viewer.layers.index(layer)
+        viewer.layers.remove(layer)
+        layer = viewer.add_labels(labels, name=key, opacity=layer.opacity, visible=layer.visible)
+        viewer.layers.move(len(viewer.layers) - 1, index)
+    elif layer is None:
         layer = viewer.add_labels(labels, name=key, opacity=0.6)
     else:
         layer.data = labels
@@ -52,13 +58,24 @@ def show_result(
     viewer: Any, image: Image, model: SegmentationModel, result: tuple[Any, Any], min_probability: float
 ) -> tuple[CompactProbabilities | None, Labels]:
     """Show what ``predict_image`` returned: the compact result (kept for the slider) and the
-    labels at ``min_probability``, or the zarr labels of a large image (no compact result)."""
+    labels at ``min_probability``, or the lazy labels of a large image (no compact result in memory)."""
     compact, extra = result
     if isinstance(extra, LargeLabels):
-        return None, show_labels(viewer, image, model, extra.labels)
+        return None, show_labels(viewer, image, model, extra.labels(min_probability))
     if extra is not None:
         show_probabilities(viewer, image, model, extra)
     return compact, show_labels(viewer, image, model, apply_threshold(compact, min_probability))
+
+
+def replace_levels(layer: Labels, data: Any) -> None:
+    """Swap in new data of the same shape and levels, keeping the level and the part of it that
+    napari reads (replacing a multiscale layer's data resets them to the smallest level, whole;
+    until the next draw that would be shown)."""
+    level, corners = layer.data_level, layer.corner_pixels.copy()
+    layer.data = data  # reads the smallest level: the thumbnail's
+    if layer.multiscale:
+        layer.corner_pixels = corners
+        layer.data_level = level  # reads the visible part of this level when it is another one
 
 
 def show_probabilities(

@@ -1,5 +1,6 @@
 """Predict widget: segment an image layer in a worker; the minimum-probability slider re-thresholds the
-cached ``CompactProbabilities`` (2 bytes per pixel) with :func:`apply_threshold`, never the network.
+cached ``CompactProbabilities`` (2 bytes per pixel) with :func:`apply_threshold`, never the network
+(for a large image, on disk: lazy views at the new threshold, of which napari computes what it shows).
 The uncertainty layer and "Where next?" come from the same cached result. A result hides the
 Train widget's preview of the same image, whose colours would otherwise show through unclassified pixels."""
 
@@ -31,6 +32,7 @@ from . import _results
 from . import layers as layer_io
 from ._export_dialog import ExportRow
 from ._image_picker import ImagePicker
+from ._large_labels import LargeLabels
 from ._layout import row
 from ._model_dialogs import ask_load_path, load_model_file
 from ._predict_job import TileCount, error_text, model_text, predict_image, result_text
@@ -65,6 +67,7 @@ class PredictWidget(QWidget):
         self.worker: FunctionWorker | None = None
         self.result_layer: Labels | None = None
         self.compact: CompactProbabilities | None = None
+        self.large: LargeLabels | None = None  # the result on disk of a large image
 
         self.model_combo = QComboBox()
         self.load_button = QPushButton("Load model…")
@@ -203,7 +206,6 @@ class PredictWidget(QWidget):
             self.probabilities_checkbox.isChecked(),
             self._tiles,
             self._stop.is_set,
-            min_probability=self.min_probability,  # applied while predicting a large image
             _start_thread=False,
             _connect={
                 "errored": self._on_errored,
@@ -272,6 +274,7 @@ class PredictWidget(QWidget):
         self.compact, self.result_layer = _results.show_result(
             self._viewer, image, model, result, self.min_probability
         )
+        self.large = result[1] if isinstance(result[1], LargeLabels) else None
         self.uncertainty.set_result(image, self.result_layer, self.compact)  # None: a large image
         hidden = _results.hide_training_preview(
             self._viewer, image
@@ -282,9 +285,11 @@ class PredictWidget(QWidget):
     # ---- threshold ----------------------------------------------------------------------------
     def _on_threshold_changed(self, value: int) -> None:
         self.threshold_label.setText(f"{value} %")
-        layer, compact = self.result_layer, self.compact
+        layer, compact, large = self.result_layer, self.compact, self.large
         # ``in`` compares with ==, which also matches napari's PublicOnlyProxy wrappers (``is`` does not).
-        if compact is None or layer is None or layer not in self._viewer.layers:
+        if layer is None or layer not in self._viewer.layers:
             return
-        if layer.data.shape == compact.shape:  # the user may have replaced the data
+        if compact is not None and layer.data.shape == compact.shape:  # the user may have replaced the data
             layer.data = apply_threshold(compact, value / 100)
+        elif large is not None and large.is_shown_by(layer):  # napari thresholds the chunks it shows
+            _results.replace_levels(layer, large.labels(value / 100))

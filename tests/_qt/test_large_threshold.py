@@ -1,0 +1,182 @@
+"""The threshold slider on a large result: the compact result is on disk, the layer shows lazy
+labels that napari thresholds chunk by chunk as it reads them, and a slider move never runs the
+network again."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from napari_deepseg import SegmentationModel, apply_threshold, sample_data
+from napari_deepseg._qt import _large_labels
+from napari_deepseg._qt._session import model_store
+from napari_deepseg._qt.predict_widget import PredictWidget
+from napari_deepseg.data.normalisation import DATASET, Normalisation
+
+from .conftest import TIMEOUT
+
+zarr = pytest.importorskip("zarr")
+
+FORWARDS: list[int] = []  # a global, not an attribute: the network is copied (BatchNorm folding)
+
+
+class _CountingNet(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 5, padding=2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        FORWARDS.append(len(x))
+        return self.conv(x)
+
+
+@pytest.fixture
+def model() -> SegmentationModel:
+    torch.manual_seed(0)
+    return SegmentationModel(
+        _CountingNet().eval(),
+        architecture="unet",
+        encoder="resnet34",
+        num_classes=2,
+        normalisation=Normalisation((0.0,), (255.0,), mode=DATASET),
+        class_names=("background", "nucleus"),
+    )
+
+
+@pytest.fixture
+def large(monkeypatch):
+    """256 x 256 is "large", cut into 32-pixel chunks, with levels of 256, 128 and 64 pixels."""
+    monkeypatch.setattr(_large_labels, "LARGE_PIXELS", 128 * 128)
+    monkeypatch.setattr(_large_labels, "CHUNK", 32)
+    monkeypatch.setattr(_large_labels, "PYRAMID_MIN", 64)
+    reads: list[tuple[int, ...]] = []  # the shapes of the parts thresholded, as napari reads them
+    apply = _large_labels.apply_threshold
+
+    def counting(compact, min_probability):
+        reads.append(tuple(compact.shape))
+        return apply(compact, min_probability)
+
+    monkeypatch.setattr(_large_labels, "apply_threshold", counting)
+    return reads
+
+
+@pytest.fixture
+def widget(make_napari_viewer, model):
+    store = model_store()
+    store.clear()
+    store.publish("counting", model)
+    viewer = make_napari_viewer()
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
+    yield viewer, widget
+    store.clear()
+
+
+def _predict(qtbot, widget):
+    with qtbot.waitSignal(widget.prediction_finished, timeout=TIMEOUT) as blocker:
+        widget.predict()
+    return blocker.args[0]
+
+
+def _draw(viewer) -> None:
+    """What a draw of the (hidden) canvas does: the layer picks its level and visible corners."""
+    viewer.window._qt_viewer.canvas.on_draw(None)
+
+
+def _shown(layer) -> np.ndarray:
+    """The labels napari has read for the canvas: the visible part of the level it shows."""
+    return np.asarray(layer._slice.image.raw)
+
+
+def test_slider_on_a_large_result_rethresholds_what_is_shown_without_the_network(qtbot, widget, model, large):
+    viewer, widget = widget
+    image, _ = sample_data.load_fluorescence_sample()
+    viewer.add_image(image, name="big")
+    expected = model.predict_compact(image)  # what the widget computes, in memory
+    unclassified = {p: float((apply_threshold(expected, p / 100) == 0).mean()) for p in range(1, 100)}
+    middle = min(unclassified, key=lambda p: abs(unclassified[p] - 0.5))  # the slider matters here
+    assert 0.2 < unclassified[middle] < 0.8
+    FORWARDS.clear()
+    layer = _predict(qtbot, widget)
+    calls = len(FORWARDS)
+    assert calls > 0 and widget.compact is None and widget.large is not None
+    assert layer.multiscale and [tuple(d.shape) for d in layer.data] == [(256, 256), (128, 128), (64, 64)]
+    assert all(isinstance(d, _large_labels.ThresholdedLevel) for d in layer.data)
+    assert "on disk" in widget.status_label.text()
+    stored = widget.large.levels[0]
+    assert isinstance(stored.best_class, zarr.Array) and stored.best_class.chunks == (32, 32)
+    np.testing.assert_array_equal(stored.best_class[:], expected.best_class)
+    np.testing.assert_array_equal(stored.best_probability[:], expected.best_probability)
+
+    camera = viewer.scene.camera
+    camera.zoom = 0.2  # far out: the coarsest level, 64 x 64
+    _draw(viewer)
+    assert layer.data_level == 2
+    camera.center, camera.zoom = (40, 40), 8  # a corner at full resolution: 100 x 75 pixels
+    _draw(viewer)
+    for percent in (middle, 90, 0):
+        large.clear()
+        widget.threshold_slider.setValue(percent)
+        labels = apply_threshold(expected, percent / 100)
+        assert layer.data_level == 0
+        shown = _shown(layer)
+        (y0, x0), (y1, x1) = layer.corner_pixels.astype(int)
+        np.testing.assert_array_equal(shown, labels[y0 : y1 + 1, x0 : x1 + 1])
+        # The visible chunks (9 of the 64) and the smallest level whole (the thumbnail's).
+        assert sorted(large) == [(64, 64), (96, 96)] and shown.shape == (96, 96), large
+        for k, data in enumerate(layer.data):  # every level, read whole, as when saving
+            np.testing.assert_array_equal(np.asarray(data), labels[:: 2**k, :: 2**k])
+    assert len(FORWARDS) == calls  # the slider never ran the network
+
+    camera.zoom = 0.2  # the whole image: the coarsest level is shown
+    _draw(viewer)
+    large.clear()
+    widget.threshold_slider.setValue(40)
+    assert layer.data_level == 2 and large == [(64, 64)], large
+    step = 2**layer.data_level
+    (y0, x0), (y1, x1) = layer.corner_pixels.astype(int)  # in pixels of the level shown
+    np.testing.assert_array_equal(
+        _shown(layer), apply_threshold(expected, 0.4)[::step, ::step][y0 : y1 + 1, x0 : x1 + 1]
+    )
+
+
+def test_a_small_result_after_a_large_one_replaces_the_layer_in_place(
+    qtbot, widget, model, large, monkeypatch
+):
+    viewer, widget = widget
+    image, _ = sample_data.load_fluorescence_sample()
+    viewer.add_image(image, name="big")
+    first = _predict(qtbot, widget)
+    viewer.add_points(name="above")
+    position = list(viewer.layers).index(first)
+    monkeypatch.setattr(_large_labels, "LARGE_PIXELS", 2**30)
+    widget.threshold_slider.setValue(70)
+    second = _predict(qtbot, widget)
+    assert not second.multiscale and widget.large is None and widget.compact is not None
+    assert list(viewer.layers).index(second) == position and first not in viewer.layers
+    np.testing.assert_array_equal(second.data, apply_threshold(model.predict_compact(image), 0.7))
+    widget.threshold_slider.setValue(20)  # the in-memory slider still works on the new layer
+    np.testing.assert_array_equal(second.data, apply_threshold(widget.compact, 0.2))
+
+
+def test_large_result_falls_back_to_memory_maps_without_zarr_and_leaves_nothing_when_stopped(
+    model, monkeypatch
+):
+    monkeypatch.setattr(_large_labels, "PYRAMID_MIN", 128)
+    image = np.random.default_rng(0).integers(0, 256, (2, 300, 200)).astype(np.float32)
+    monkeypatch.setitem(sys.modules, "zarr", None)  # `import zarr` now fails
+    result = _large_labels.predict_to_zarr(model, image, None, None, None)
+    assert result.path.is_dir() and all(isinstance(c.best_class, np.memmap) for c in result.levels)
+    expected = model.predict_compact(image)
+    views = result.labels(0.6)
+    assert [tuple(v.shape) for v in views] == [(2, 300, 200), (2, 150, 100), (2, 75, 50)]
+    for k, view in enumerate(views):
+        np.testing.assert_array_equal(np.asarray(view), apply_threshold(expected, 0.6)[:, :: 2**k, :: 2**k])
+    stores = result.path.parent.parent.glob
+    before = set(stores("napari-deepseg-labels-*"))
+    with pytest.raises(InterruptedError):
+        _large_labels.predict_to_zarr(model, image, None, None, lambda: True)
+    assert set(stores("napari-deepseg-labels-*")) == before  # the stopped one left no store
