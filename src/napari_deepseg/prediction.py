@@ -250,7 +250,9 @@ def predict_compact(
         return CompactProbabilities(
             flat.best_class.reshape(shape), flat.best_probability.reshape(shape), num_classes
         )
-    _check_compact_out(out, view.labels_shape, num_classes)
+    if not isinstance(out, CompactProbabilities):
+        raise TypeError(f"out must be a CompactProbabilities (two arrays), got {type(out).__name__}")
+    out.check_output(view.labels_shape, num_classes)
     leading = [np.unravel_index(s, view.leading_shape) for s in range(view.num_slices)]
     predict_bands(module, view, normalisation, num_classes, _compact_sink(out, leading), options)
     return out
@@ -263,31 +265,6 @@ def _compact_sink(out: CompactProbabilities, leading: list[tuple[Any, ...]] | No
         out.write(chunk, (*lead, slice(y0, y0 + chunk.shape[0])))
 
     return write
-
-
-def _check_compact_out(out: Any, shape: tuple[int, ...], num_classes: int) -> None:
-    if not isinstance(out, CompactProbabilities):
-        raise TypeError(f"out must be a CompactProbabilities (two arrays), got {type(out).__name__}")
-    if out.num_classes != num_classes:
-        raise ValueError(f"out is for {out.num_classes} classes but the model has {num_classes}")
-    for name, array in (("best_class", out.best_class), ("best_probability", out.best_probability)):
-        if not hasattr(array, "shape") or not hasattr(array, "dtype"):
-            raise TypeError(f"out.{name} must be an array (numpy, memmap, zarr), got {type(array).__name__}")
-        if tuple(array.shape) != shape:
-            raise ValueError(f"out.{name} has shape {tuple(array.shape)} but the labels have shape {shape}")
-        if isinstance(array, np.ndarray) and not array.flags.writeable:
-            raise ValueError(f"out.{name} is read-only; pass a writable array")
-    if (
-        not np.issubdtype(out.best_class.dtype, np.integer)
-        or np.iinfo(out.best_class.dtype).max < num_classes
-    ):
-        raise TypeError(
-            f"out.best_class must be an integer array that holds {num_classes}; got {out.best_class.dtype}"
-        )
-    if np.dtype(out.best_probability.dtype) != np.uint8:
-        raise TypeError(
-            f"out.best_probability must be uint8 (probability x 255); got {out.best_probability.dtype}"
-        )
 
 
 def predict_labels(

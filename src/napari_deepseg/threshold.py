@@ -68,6 +68,30 @@ class CompactProbabilities:
             np.asarray(self.best_class[index]), np.asarray(self.best_probability[index]), self.num_classes
         )
 
+    def check_output(self, shape: tuple[int, ...], num_classes: int) -> None:
+        """Refuse, with what to change, arrays that cannot take the result of ``shape`` and
+        ``num_classes`` (``predict_compact(out=...)``)."""
+        if self.num_classes != num_classes:
+            raise ValueError(f"out is for {self.num_classes} classes but the model has {num_classes}")
+        for name, array in (("best_class", self.best_class), ("best_probability", self.best_probability)):
+            if not hasattr(array, "shape") or not hasattr(array, "dtype"):
+                raise TypeError(
+                    f"out.{name} must be an array (numpy, memmap, zarr), got {type(array).__name__}"
+                )
+            if tuple(array.shape) != shape:
+                raise ValueError(
+                    f"out.{name} has shape {tuple(array.shape)} but the labels have shape {shape}"
+                )
+            if isinstance(array, np.ndarray) and not array.flags.writeable:
+                raise ValueError(f"out.{name} is read-only; pass a writable array")
+        kind = np.dtype(self.best_class.dtype)
+        if not np.issubdtype(kind, np.integer) or np.iinfo(kind).max < num_classes:
+            raise TypeError(f"out.best_class must be an integer array that holds {num_classes}; got {kind}")
+        if np.dtype(self.best_probability.dtype) != np.uint8:
+            raise TypeError(
+                f"out.best_probability must be uint8 (probability x 255); got {self.best_probability.dtype}"
+            )
+
     def write(self, probabilities: np.ndarray, index: tuple) -> None:
         """Store float probabilities (..., K), classes last, at ``index`` of the spatial arrays."""
         labels, top = most_probable_class(np.moveaxis(probabilities, -1, 0))
