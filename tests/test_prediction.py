@@ -116,7 +116,8 @@ def test_tiled_equals_untiled_when_overlap_exceeds_the_receptive_field(unet):
     with torch.inference_mode():
         logits = unet(torch.from_numpy(norm.apply(image[None]))[None])
     untiled = logits.softmax(1)[0].numpy()
-    options = PredictionOptions(TilingOptions(tile_size=384, overlap=352, batch_size=2))
+    # fp32: "auto" is bf16 on CPUs with AVX512-BF16 / AMX, and this compares tiling, not precision
+    options = PredictionOptions(TilingOptions(tile_size=384, overlap=352, batch_size=2), precision="fp32")
     tiled = predict_probabilities(unet, to_slices(image), norm, 3, options)
     assert tiled.shape == (3, 448, 416) and tiled.dtype == np.float32
     np.testing.assert_allclose(tiled, untiled, atol=1e-4)

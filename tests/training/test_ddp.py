@@ -229,6 +229,7 @@ def test_torchrun_trains_end_to_end(tmp_path):
         *("--image", "image.tif", "--labels", "labels.tif", "--encoder", "resnet18", "--no-pretrained"),
         *("--no-augmentation", "--device", "cpu", "--iterations", "2", "--patch-size", "64"),
         *("--optimizer", "sgd", "--validation-fraction", "0"),
+        *("--precision", "fp32"),  # "auto" is bf16 on CPUs that have it: equality needs fp32
     ]
     launch = [torchrun, "--nproc-per-node=2", "--master-addr=127.0.0.1", f"--master-port={_free_port()}"]
     command = [*launch, "--no-python", "napari-deepseg", "train", *options]
@@ -248,5 +249,10 @@ def test_torchrun_trains_end_to_end(tmp_path):
     ddp, one = (SegmentationModel.load(tmp_path / name) for name in ("ddp.deepseg", "one.deepseg"))
     assert ddp.iterations_trained == one.iterations_trained == 2
     reference = one.module.state_dict()
+    # Weights to 1e-5. BatchNorm running statistics to 2e-4: SyncBatchNorm's come from sums over the
+    # ranks, one process's from its own reduction, and they differ by up to ~5e-5 on some CPUs (AMD
+    # EPYC, oneDNN); statistics kept per rank differ by orders of magnitude more.
+    parameters = {name for name, _ in one.module.named_parameters()}
     for name, tensor in ddp.module.state_dict().items():
-        torch.testing.assert_close(tensor, reference[name], rtol=0, atol=1e-5, msg=name)
+        tolerance = 1e-5 if name in parameters else 2e-4
+        torch.testing.assert_close(tensor, reference[name], rtol=0, atol=tolerance, msg=name)
