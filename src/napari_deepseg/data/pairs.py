@@ -20,14 +20,15 @@ NO_LABELLED_PIXEL = (
 )
 
 
-def _check_image_dtype(image: np.ndarray) -> None:
-    kind = image.dtype.kind
+def _check_image_dtype(image: Any) -> None:
+    kind = np.dtype(image.dtype).kind
     if kind not in "biuf":
         raise TypeError(f"image must be numeric (integer or float); got dtype {image.dtype}")
 
 
-def _check_label_dtype(labels: np.ndarray) -> None:
-    kind = labels.dtype.kind
+def check_label_dtype(labels: Any) -> None:
+    """Labels (anything with a ``dtype``) must be integers, not bool."""
+    kind = np.dtype(labels.dtype).kind
     if kind == "b":
         raise TypeError("labels must be integers; got bool (use 1, 2, ... for classes, 0 for unlabelled)")
     if kind not in "iu":
@@ -76,13 +77,7 @@ def check_training_pair(
     labels = np.asarray(labels)
     _check_image_dtype(image)
     check_labels(labels)
-    if image.size == 0 or labels.size == 0:
-        raise ValueError(
-            f"image and labels must not be empty; got image {image.shape} and labels {labels.shape}"
-        )
-    check_ndim(image.shape)
-    check_ndim(labels.shape, "labels")
-    axis = _resolve_training_channel_axis(image.shape, labels.shape, channel_axis)
+    axis = check_pair_shapes(image, labels, channel_axis=channel_axis)
     if image.dtype.kind == "f":
         bad = int(image.size - np.count_nonzero(np.isfinite(image)))
         if bad:
@@ -92,14 +87,33 @@ def check_training_pair(
     return image, labels, axis
 
 
+def check_pair_shapes(image: Any, labels: Any, *, channel_axis: int | None = None) -> int | None:
+    """The checks of :func:`check_training_pair` that read no pixel (image dtype, sizes, shapes);
+    the image's channel axis. For arrays of any kind with ``shape`` and ``dtype``."""
+    _check_image_dtype(image)
+    check_label_dtype(labels)
+    image_shape, labels_shape = tuple(int(n) for n in image.shape), tuple(int(n) for n in labels.shape)
+    if 0 in image_shape or 0 in labels_shape:
+        raise ValueError(
+            f"image and labels must not be empty; got image {image_shape} and labels {labels_shape}"
+        )
+    check_ndim(image_shape)
+    check_ndim(labels_shape, "labels")
+    return _resolve_training_channel_axis(image_shape, labels_shape, channel_axis)
+
+
 def check_labels(labels: np.ndarray) -> None:
     """Integer labels in 0..:data:`MAX_CLASSES` (0 = unlabelled, 1..K = classes)."""
-    _check_label_dtype(labels)
+    check_label_dtype(labels)
     if not labels.size:
         return
-    if labels.dtype.kind == "i" and labels.min() < 0:
-        raise ValueError(f"labels must be >= 0 (0 means unlabelled); found {labels.min()}")
-    top = labels.max()
+    check_label_range(int(labels.min()) if labels.dtype.kind == "i" else 0, int(labels.max()))
+
+
+def check_label_range(low: int, top: int) -> None:
+    """The smallest and largest label must lie in 0..:data:`MAX_CLASSES`."""
+    if low < 0:
+        raise ValueError(f"labels must be >= 0 (0 means unlabelled); found {low}")
     if top > MAX_CLASSES:
         raise ValueError(
             f"labels contain class {top} but at most {MAX_CLASSES} classes are supported "
@@ -113,6 +127,64 @@ def pair_slices(image: np.ndarray, axis: int | None) -> np.ndarray:
         return image.reshape(-1, 1, *image.shape[-2:])
     slices: np.ndarray = to_slices(image, channel_axis=axis).data  # numpy in, numpy out
     return slices
+
+
+class ImageSlices:
+    """The ``(S, C, H, W)`` slices of an image of any kind (numpy, memmap, dask, zarr, anything with
+    ``shape``, ``dtype`` and basic slicing), read part by part: nothing is read until indexed.
+
+    Indexing takes up to four ints or slices (steps allowed; a slice for the channels) and returns
+    a read-only numpy array of the image's pixels. The last one is remembered until :meth:`forget`:
+    the normalisation's strided sample of a slide is read once for the pooled and the image's own
+    bounds.
+    """
+
+    def __init__(self, image: Any, axis: int | None) -> None:
+        self._image, self._axis = image, axis
+        shape = tuple(int(n) for n in image.shape)
+        self._spatial = [a for a in range(len(shape)) if a != axis]  # (*leading, H, W) axes
+        self.leading = tuple(shape[a] for a in self._spatial[:-2])
+        channels = 1 if axis is None else shape[axis]
+        height, width = (shape[a] for a in self._spatial[-2:])
+        self.shape = (int(np.prod(self.leading)) if self.leading else 1, channels, height, width)
+        self.dtype = np.dtype(image.dtype)
+        self.ndim = 4
+        self._last: tuple[str, np.ndarray] | None = None
+
+    def read(self, s: int, channels: slice, rows: slice, cols: slice) -> np.ndarray:
+        """Channels ``channels`` of rows ``rows`` and columns ``cols`` of slice ``s``, ``(c, h, w)``."""
+        index: list[Any] = [slice(None)] * len(self._image.shape)
+        for a, i in zip(self._spatial[:-2], np.unravel_index(s, self.leading) if self.leading else ()):
+            index[a] = int(i)
+        index[self._spatial[-2]], index[self._spatial[-1]] = rows, cols
+        if self._axis is not None:
+            index[self._axis] = channels
+        crop = np.asarray(self._image[tuple(index)])
+        if isinstance(self._image, np.ndarray):  # a view: the run keeps its own pixels
+            crop = crop.copy()
+        if self._axis is None:
+            return np.asarray(crop[None][channels])
+        kept = [a for a in range(len(index)) if not isinstance(index[a], int)]
+        return np.moveaxis(crop, kept.index(self._axis), 0)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        key = key + (slice(None),) * (4 - len(key))
+        if self._last is not None and self._last[0] == repr(key):
+            return self._last[1]
+        picked = range(self.shape[0])[key[0]]
+        if isinstance(picked, int):
+            out = self.read(picked, *key[1:])
+        elif len(picked) == 1:  # a 2D image: no stacking copy
+            out = self.read(picked[0], *key[1:])[None]
+        else:
+            out = np.stack([self.read(s, *key[1:]) for s in picked])
+        out.flags.writeable = False  # shared by the callers of the same key
+        self._last = (repr(key), out)
+        return out
+
+    def forget(self) -> None:
+        self._last = None
 
 
 def labelled_slices(labels: np.ndarray) -> np.ndarray:

@@ -1,0 +1,326 @@
+"""Where the strokes are: the rectangles of a labels array, however large and lazy (numpy, memmap,
+dask, zarr), that hold labelled pixels, and a read-only snapshot that keeps only those rectangles.
+
+Labels are read in bands of rows, never whole, into a grid of ``CELL``-pixel cells that says which
+cells hold a labelled pixel. Grown by a margin and split into connected parts, the painted cells
+give a few disjoint boxes aligned to the cell grid (the validation split's block grid), which are
+all a run on a slide needs to read.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .pairs import check_label_dtype, check_label_range
+from .split import BLOCK_SIZE
+
+CELL = BLOCK_SIZE  # boxes start on the split's blocks, so a crop's blocks are the slice's blocks
+READ_BYTES = 16 * 2**20  # one band of rows read at a time
+# Images trained from the regions around their strokes rather than copied whole (pixels without
+# channels): numpy arrays above REGION_PIXELS, memory-mapped and lazy arrays above LAZY_PIXELS.
+REGION_PIXELS = 64 * 2**20
+LAZY_PIXELS = 4 * 2**20
+
+
+def is_lazy(array: Any) -> bool:
+    """Whether ``array`` is read on demand (dask, zarr, memmap, any array-like) rather than in memory."""
+    return not isinstance(array, np.ndarray) or isinstance(array, np.memmap)
+
+
+def trains_from_regions(array: Any, pixels: int) -> bool:
+    """Whether an image of ``pixels`` pixels (channels left out) is trained from its painted regions."""
+    return pixels > (LAZY_PIXELS if is_lazy(array) else REGION_PIXELS)
+
+
+@dataclass(frozen=True, order=True)
+class Box:
+    """Rows ``top:bottom`` and columns ``left:right`` of slice ``slice_index`` of an ``(S, H, W)`` array."""
+
+    slice_index: int
+    top: int
+    left: int
+    bottom: int
+    right: int
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.bottom - self.top, self.right - self.left
+
+    @property
+    def area(self) -> int:
+        return (self.bottom - self.top) * (self.right - self.left)
+
+    def intersection(self, other: Box) -> Box | None:
+        top, left = max(self.top, other.top), max(self.left, other.left)
+        bottom, right = min(self.bottom, other.bottom), min(self.right, other.right)
+        if self.slice_index != other.slice_index or top >= bottom or left >= right:
+            return None
+        return Box(self.slice_index, top, left, bottom, right)
+
+    def within(self, other: Box) -> tuple[slice, slice]:
+        """This box's rows and columns in ``other``'s crop (``other`` must hold it)."""
+        return slice(self.top - other.top, self.bottom - other.top), slice(
+            self.left - other.left, self.right - other.left
+        )
+
+
+def read(
+    array: Any, leading: tuple[int, ...], s: int, rows: slice, cols: slice, *, copy: bool = True
+) -> np.ndarray:
+    """``array[s, rows, cols]`` of the ``(S, H, W)`` view of an array of shape ``(*leading, H, W)``,
+    read by basic indexing (so a lazy array reads only that part); a new array unless ``copy`` is
+    False (a view of a numpy array then)."""
+    index = tuple(int(i) for i in np.unravel_index(s, leading)) if leading else ()
+    key = (*index, rows, cols)
+    return np.array(array[key], copy=True) if copy else np.asarray(array[key])
+
+
+@dataclass
+class LabelScan:
+    """What one blockwise read of a labels array found.
+
+    Attributes
+    ----------
+    shape
+        ``(S, H, W)``: the labels as slices.
+    cells
+        Per slice with a labelled pixel, which ``CELL`` x ``CELL`` cells hold one (bool grid).
+    top, low
+        The largest and smallest label (0 for an empty array).
+    """
+
+    shape: tuple[int, int, int]
+    cells: dict[int, np.ndarray]
+    top: int
+    low: int
+
+    def boxes(self, margin: int) -> list[Box]:
+        """Disjoint boxes that hold every labelled pixel with at least ``margin`` pixels of context
+        on each side (clipped at the borders), sorted by slice, then position."""
+        grow = math.ceil(margin / CELL)
+        found: list[Box] = []
+        for s, cells in sorted(self.cells.items()):
+            found += [Box(s, *_to_pixels(b, self.shape[1:])) for b in cell_boxes(_grow(cells, grow))]
+        return sorted(found)
+
+
+def scan_labels(labels: Any, *, read_bytes: int = READ_BYTES) -> LabelScan:
+    """Read ``labels`` (``(..., H, W)``, numpy or any array-like with basic slicing) band by band.
+
+    Raises
+    ------
+    TypeError
+        For labels that are not integers.
+    ValueError
+        For negative labels or classes above ``MAX_CLASSES``.
+    """
+    if isinstance(labels, SparseLabels):
+        return labels.scan()
+    shape = tuple(int(n) for n in labels.shape)
+    check_label_dtype(labels)
+    dtype = np.dtype(labels.dtype)
+    leading, (height, width) = shape[:-2], shape[-2:]
+    count = int(np.prod(leading)) if leading else 1
+    rows = max(CELL, read_bytes // max(1, width * dtype.itemsize) // CELL * CELL)
+    cells: dict[int, np.ndarray] = {}
+    top = low = 0
+    for s in range(count):
+        bands = []
+        for r0 in range(0, height, rows):
+            block = read(labels, leading, s, slice(r0, min(r0 + rows, height)), slice(0, width), copy=False)
+            if dtype.kind == "i":
+                low = min(low, int(block.min()))
+            bands.append(_cell_max(block))
+        grid = np.concatenate(bands)
+        top = max(top, int(grid.max()))
+        if grid.any():
+            cells[s] = grid > 0  # negative labels are refused below
+    check_label_range(low, top)
+    return LabelScan((count, height, width), cells, top, low)
+
+
+def read_labels(labels: Any, boxes: list[Box]) -> list[np.ndarray]:
+    """int64 copies of the boxes of ``labels`` (``(..., H, W)``)."""
+    sparse = isinstance(labels, SparseLabels)
+    crops = [labels.crop(b) for b in boxes] if sparse else _read_boxes(labels, boxes)
+    return [crop.astype(np.int64) for crop in crops]
+
+
+_ORIGIN = Box(0, 0, 0, 0, 0)  # a box's rows and columns within it are its own
+
+
+def _read_boxes(labels: Any, boxes: list[Box]) -> list[np.ndarray]:
+    leading = tuple(int(n) for n in labels.shape[:-2])
+    return [read(labels, leading, b.slice_index, *b.within(_ORIGIN)) for b in boxes]
+
+
+class SparseLabels:
+    """A read-only snapshot of a labels array that keeps only the boxes holding labelled pixels.
+
+    It has the array's ``shape`` and ``dtype`` and reads like it (basic indexing, ``np.asarray``),
+    with zeros outside the boxes; :class:`napari_deepseg.Trainer` and ``update_labels`` take it
+    in place of the full array and read only its boxes. Made by :meth:`of`.
+    """
+
+    def __init__(
+        self, shape: tuple[int, ...], dtype: Any, scan: LabelScan, boxes: list[Box], crops: list[np.ndarray]
+    ) -> None:
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.ndim = len(self.shape)
+        self._scan, self._boxes, self._crops = scan, boxes, crops
+
+    @classmethod
+    def of(cls, labels: Any, *, read_bytes: int = READ_BYTES) -> SparseLabels:
+        """Scan ``labels`` and copy its painted boxes (no margin); the result never changes."""
+        scan = scan_labels(labels, read_bytes=read_bytes)
+        boxes = scan.boxes(0)
+        return cls(tuple(labels.shape), labels.dtype, scan, boxes, _read_boxes(labels, boxes))
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+    def scan(self) -> LabelScan:
+        return self._scan
+
+    def any(self, axis: None = None, out: None = None) -> bool:
+        """Whether any pixel is labelled (``np.any`` calls this: nothing is built whole)."""
+        return bool(self._scan.cells)
+
+    def max(self, axis: None = None, out: None = None) -> int:
+        """The largest label (``np.max`` calls this)."""
+        return self._scan.top
+
+    def crop(self, box: Box) -> np.ndarray:
+        """The pixels of ``box`` (a new array)."""
+        out = np.zeros(box.shape, self.dtype)
+        for held, crop in zip(self._boxes, self._crops):
+            common = box.intersection(held)
+            if common is not None:
+                out[common.within(box)] = crop[common.within(held)]
+        return out
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        key = key if isinstance(key, tuple) else (key,)
+        leading = self.shape[:-2]
+        if len(key) != self.ndim or not all(isinstance(k, (int, np.integer)) for k in key[:-2]):
+            raise IndexError(f"index SparseLabels with {len(leading)} integers and two slices; got {key!r}")
+        rows, cols = (range(n)[k] for k, n in zip(key[-2:], self.shape[-2:]))
+        if not isinstance(rows, range) or not isinstance(cols, range) or rows.step != 1 or cols.step != 1:
+            raise IndexError(f"SparseLabels reads rectangles (slices with step 1); got {key!r}")
+        s = int(np.ravel_multi_index(tuple(int(k) for k in key[:-2]), leading)) if leading else 0
+        return self.crop(Box(s, rows.start, cols.start, rows.stop, cols.stop))
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        out = np.zeros(self.shape, self.dtype).reshape(-1, *self.shape[-2:])
+        for box, crop in zip(self._boxes, self._crops):
+            out[box.slice_index, box.top : box.bottom, box.left : box.right] = crop
+        out = out.reshape(self.shape)
+        return out if dtype is None else out.astype(dtype)
+
+
+def cell_boxes(grid: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Disjoint ``(top, left, bottom, right)`` cell rectangles covering the True cells of ``grid``:
+    the bounding box of each connected part, overlapping boxes merged."""
+    from scipy import ndimage  # a napari dependency
+
+    parts, _ = ndimage.label(grid)
+    boxes = [(s[0].start, s[1].start, s[0].stop, s[1].stop) for s in ndimage.find_objects(parts) if s]
+    merged = True
+    while merged:  # the boxes of two parts (a ring around a dot) may overlap: one box then
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                a, b = boxes[i], boxes[j]
+                if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]:
+                    boxes[i] = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    del boxes[j]
+                    merged = True
+                    break
+            if merged:
+                break
+    return sorted(boxes)
+
+
+def _grow(grid: np.ndarray, cells: int) -> np.ndarray:
+    """``grid`` dilated by a square of ``2 * cells + 1`` cells (running sums along each axis)."""
+    for axis in (0, 1):
+        if cells <= 0:
+            break
+        n = grid.shape[axis]
+        sums = np.cumsum(np.moveaxis(grid, axis, 0), axis=0, dtype=np.int64)
+        sums = np.concatenate([np.zeros((1, *sums.shape[1:]), np.int64), sums])
+        idx = np.arange(n)
+        upper, lower = np.minimum(idx + cells + 1, n), np.maximum(idx - cells, 0)
+        grid = np.moveaxis(sums[upper] - sums[lower] > 0, 0, axis)
+    return grid
+
+
+def _to_pixels(box: tuple[int, int, int, int], shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    top, left, bottom, right = box
+    return top * CELL, left * CELL, min(bottom * CELL, shape[0]), min(right * CELL, shape[1])
+
+
+def _cell_max(block: np.ndarray) -> np.ndarray:
+    """The largest label of each ``CELL`` x ``CELL`` cell of a ``(h, W)`` band (``h`` a multiple of
+    ``CELL`` but at the bottom): reductions over whole rows run at memory speed."""
+    h, w = block.shape
+    full_rows, full_cols = h // CELL * CELL, w // CELL * CELL
+    rows = [block[:full_rows].reshape(-1, CELL, w).max(axis=1)] if full_rows else []
+    if full_rows < h:
+        rows.append(block[full_rows:].max(axis=0, keepdims=True))
+    by_row = np.concatenate(rows)
+    cols = [by_row[:, :full_cols].reshape(len(by_row), -1, CELL).max(axis=2)] if full_cols else []
+    if full_cols < w:
+        cols.append(by_row[:, full_cols:].max(axis=1, keepdims=True))
+    return np.concatenate(cols, axis=1)
+
+
+def assemble(image: Any, box: Box, held: dict[Box, np.ndarray]) -> np.ndarray:
+    """The ``(C, h, w)`` image crop of ``box``: what the crops in ``held`` (boxes of the same cell
+    grid) already hold is copied from them, only the rest is read from ``image``
+    (an :class:`~napari_deepseg.data.pairs.ImageSlices`), in as few rectangles as the cells allow."""
+    height, width = box.shape
+    out = np.empty((image.shape[1], height, width), image.dtype)
+    filled = np.zeros((-(-height // CELL), -(-width // CELL)), bool)
+    for old, crop in held.items():
+        common = box.intersection(old)
+        if common is None:
+            continue
+        rows, cols = common.within(box)
+        old_rows, old_cols = common.within(old)
+        out[:, rows, cols] = crop[:, old_rows, old_cols]
+        filled[rows.start // CELL : -(-rows.stop // CELL), cols.start // CELL : -(-cols.stop // CELL)] = True
+    bands: list[list[Any]] = []  # [first cell row, last + 1, column runs]: rows alike read at once
+    for r in range(len(filled)):
+        runs = _runs(~filled[r])
+        if bands and bands[-1][1] == r and bands[-1][2] == runs:
+            bands[-1][1] = r + 1
+        elif runs:
+            bands.append([r, r + 1, runs])
+    for r0, r1, runs in bands:
+        rows = slice(r0 * CELL, min(r1 * CELL, height))
+        for c0, c1 in runs:
+            cols = slice(c0 * CELL, min(c1 * CELL, width))
+            out[:, rows, cols] = image.read(
+                box.slice_index,
+                slice(None),
+                slice(box.top + rows.start, box.top + rows.stop),
+                slice(box.left + cols.start, box.left + cols.stop),
+            )
+    if out.dtype.kind == "f" and not np.isfinite(out).all():
+        raise ValueError(
+            f"the image contains NaN or infinite values near the strokes (rows {box.top}:{box.bottom}, "
+            f"columns {box.left}:{box.right}); clean or fill them first"
+        )
+    return out
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``(start, stop)`` of each run of True in a 1D bool array."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.astype(np.int8), [0]])))
+    return [(int(a), int(b)) for a, b in zip(edges[::2], edges[1::2])]
