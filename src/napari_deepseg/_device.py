@@ -33,7 +33,7 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     if device.type == "cuda":
         if not torch.cuda.is_available():
             raise ValueError(f"device {name!r} was asked for but no CUDA GPU is available")
-        if device.index is not None and device.index >= torch.cuda.device_count():
+        if (device.index or 0) >= torch.cuda.device_count():
             raise ValueError(
                 f"device {name!r} was asked for but this machine has {torch.cuda.device_count()} CUDA GPU(s)"
                 f" (cuda:0..cuda:{torch.cuda.device_count() - 1})"
