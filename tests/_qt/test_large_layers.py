@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from napari_deepseg import Trainer, TrainingConfig, apply_threshold, sample_data
-from napari_deepseg._qt import _large_labels
+from napari_deepseg import Trainer, TrainingConfig, sample_data
 from napari_deepseg._qt import layers as layer_io
 from napari_deepseg._qt._session import model_store
 from napari_deepseg._qt.predict_widget import PredictWidget
@@ -110,26 +109,6 @@ def test_multiscale_layer_predicts_the_chosen_level_and_overlays_it(qtbot, predi
     assert not widget.images.level_row.isVisibleTo(widget) and widget.images.level() == 0
 
 
-def test_large_image_labels_go_to_zarr_and_equal_the_in_memory_labels(qtbot, predict_setup, monkeypatch):
-    viewer, widget, model = predict_setup
-    image, _ = sample_data.load_fluorescence_sample()
-    layer = viewer.add_image(image, name="big")
-    widget.threshold_slider.setValue(60)
-    in_memory = _predict(qtbot, widget, layer).data.copy()
-    assert widget.compact is not None
-    monkeypatch.setattr(_large_labels, "LARGE_PIXELS", 128 * 128)  # 256 x 256 is "large" now
-    result = _predict(qtbot, widget, layer)
-    assert isinstance(result.data, zarr.Array) and result.data.chunks == (1024, 1024)
-    assert widget.compact is None and "on disk" in widget.status_label.text()
-    np.testing.assert_array_equal(result.data[:], model.predict(image, min_probability=0.6))
-    # The compact result is quantised to 1/255: the two paths agree but for pixels at the threshold.
-    assert np.mean(result.data[:] != in_memory) < 1e-3
-    np.testing.assert_array_equal(in_memory, apply_threshold(model.predict_compact(image), 0.6))
-    before = result.data[:]
-    widget.threshold_slider.setValue(10)  # no compact result: the labels on disk stay as they are
-    np.testing.assert_array_equal(result.data[:], before)
-
-
 def _train(qtbot, widget):
     with qtbot.waitSignal(widget.training_finished, timeout=TIMEOUT) as blocker:
         widget.start_button.click()
@@ -164,38 +143,49 @@ def test_multiscale_layer_trains_on_the_level_its_strokes_were_painted_on(traine
     assert errors == [] and model is not None and model.iterations_trained == 1
 
 
-def test_a_layer_too_large_to_train_on_says_what_to_do(trainer_setup, errors, monkeypatch):
-    viewer, widget, image, labels = trainer_setup
-    monkeypatch.setattr(layer_io, "TRAIN_MAX_PIXELS", 100 * 100)
+class Virtual:
+    """A lazy grey image of any size, made on demand (nothing stored); counts the pixels read."""
+
+    dtype, ndim = np.dtype(np.uint8), 2
+
+    def __init__(self, shape: tuple[int, int]) -> None:
+        self.shape, self.pixels_read = shape, 0
+
+    def __getitem__(self, key):
+        rows, cols = (np.asarray(range(n)[k]) for k, n in zip(key, self.shape))
+        # uint8 sums (wrapping at 256): cheap enough for napari's own look at the whole level 0
+        out = np.atleast_1d(rows).astype(np.uint8)[:, None] + np.atleast_1d(cols * 3).astype(np.uint8)
+        self.pixels_read += out.size
+        return out.reshape(np.shape(rows) + np.shape(cols))
+
+
+def test_a_dask_slide_beyond_the_old_limit_trains_from_its_strokes_and_live_paint(
+    trainer_setup, qtbot, errors
+):
+    viewer, widget, _, _ = trainer_setup
+    height, width = 16384, 16640  # 272 M pixels: the Train widget refused more than 256 M
+    virtual = Virtual((height, width))
+    base = da.from_array(virtual, chunks=4096)
+    slide = viewer.add_image([base[:: 2**k, :: 2**k] for k in range(6)], multiscale=True, name="slide")
+    strokes = np.zeros((height, width), np.uint8)
+    strokes[100:110, 100:400] = 1
+    strokes[16000:16050, 16300:16310] = 2
+    layer = viewer.add_labels(strokes, name="slide strokes")
+    qtbot.wait(50)
+    widget.set_pairs([(slide, layer)])
+    widget.set_config(iterations=None, preview=False)  # until stopped
+    read = virtual.pixels_read
     widget.start_button.click()
-    assert len(errors) == 1 and "training copies its image and labels whole" in errors[0], errors
-    assert widget.model is None and widget.start_button.isEnabled()
-
-
-def test_large_labels_fall_back_to_a_memory_map_without_zarr_and_leave_nothing_when_stopped(monkeypatch):
-    import sys
-
-    import torch
-
-    from napari_deepseg import SegmentationModel
-    from napari_deepseg._qt import _large_labels
-    from napari_deepseg.data.normalisation import DATASET, Normalisation
-
-    torch.manual_seed(0)
-    model = SegmentationModel(
-        torch.nn.Conv2d(1, 2, 1).eval(),
-        architecture="unet",
-        encoder="resnet34",
-        num_classes=2,
-        normalisation=Normalisation((0.0,), (1.0,), mode=DATASET),
-    )
-    image = np.random.default_rng(0).random((300, 200)).astype(np.float32)
-    monkeypatch.setitem(sys.modules, "zarr", None)  # `import zarr` now fails
-    result = _large_labels.predict_to_zarr(model, image, None, 0.0, None, None)
-    assert result.path.suffix == ".npy" and isinstance(result.labels, np.memmap)
-    np.testing.assert_array_equal(result.labels, model.predict(image))
-    stores = result.path.parent.parent.glob
-    before = set(stores("napari-deepseg-labels-*"))
-    with pytest.raises(InterruptedError):
-        _large_labels.predict_to_zarr(model, image, None, 0.0, None, lambda: True)
-    assert set(stores("napari-deepseg-labels-*")) == before  # the stopped one left no store
+    qtbot.waitUntil(lambda: widget.last_record is not None, timeout=TIMEOUT)
+    data = widget.trainer.data._pairs[0]
+    assert [b.area for b in data.regions.boxes] == [192 * 512, 192 * 192]
+    layer.paint((8000, 8000), 2)  # far from both: a third region, read alone
+    qtbot.waitUntil(lambda: len(data.regions.boxes) == 3, timeout=TIMEOUT)
+    with qtbot.waitSignal(widget.training_finished, timeout=TIMEOUT) as blocker:
+        widget.stop()
+    assert errors == [] and blocker.args[0].iterations_trained >= 1
+    # The strided sample of the normalisation (every 9th pixel, ~3.4 M) and the three regions, not
+    # 272 M pixels (napari's own reads of the coarse levels are counted too).
+    assert virtual.pixels_read - read < height * width / 50
+    assert slide.data[0] is base and layer.data is strokes and strokes.flags.writeable
+    assert np.count_nonzero(strokes) == 3000 + 500 + np.count_nonzero(strokes[7990:8010, 7990:8010])

@@ -2,8 +2,9 @@
 running trainer without a restart.
 
 The layers' ``paint`` and ``data`` events mark a pair as changed; after a short pause in painting
-(debounced) that layer alone is copied and handed to :meth:`Trainer.update_labels`, which is
-thread-safe and applies it between iterations. The user's layers are only read.
+(debounced) that layer alone is copied (a large one: a snapshot of its painted boxes, one banded
+scan) and handed to :meth:`Trainer.update_labels`, which is thread-safe and applies it between
+iterations. The user's layers are only read.
 """
 
 from __future__ import annotations

@@ -25,10 +25,11 @@ from ._preview_job import PlanePreviewer, Preview, PreviewSchedule, PreviewSetti
 
 @dataclass
 class TrainingInputs:
-    """Private copies of the chosen pairs; the user's layers are not read again."""
+    """Private copies of the chosen pairs; the user's layers are not read again, but for large
+    images, handed over read-only and lazily (the trainer reads the regions around the strokes)."""
 
-    images: list[np.ndarray]
-    labels: list[np.ndarray]
+    images: list[Any]  # numpy copies, or read-only views / dask arrays of large layers
+    labels: list[Any]  # numpy copies, or SparseLabels snapshots of large layers
     channels: bool
     image_copies: list[layer_io.ImageCopy]
     names: list[str]  # image layer names, for the model and preview names
@@ -61,7 +62,8 @@ def gather_inputs(
     num_classes: int | None = None,
     class_names: Sequence[str] | None = None,
 ) -> TrainingInputs:
-    """Copy the (image layer, labels layer) pairs once and check what the layers alone can tell.
+    """Copy the (image layer, labels layer) pairs once and check what the layers alone can tell
+    (large layers: see :func:`layers.copy_image` and :func:`layers.copy_labels`).
 
     ``class_names`` name classes 1, 2, ... (the user's names); without them the labels layers'
     ``metadata["class_names"]`` are used, if any.

@@ -1,7 +1,10 @@
 """napari layers <-> numpy arrays: one copy per layer, no training logic.
 
 Training images are copied channel-last, ``(..., H, W)`` or ``(..., H, W, C)``, so every pair
-of a run shares one channel convention whatever the layers looked like.
+of a run shares one channel convention whatever the layers looked like. A large layer (a slide:
+see :func:`napari_deepseg.data.regions.trains_from_regions`) is not copied: its image is handed
+over lazily (the core reads the regions around the strokes), its labels as a snapshot of the
+painted boxes.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..data.layout import channel_axis_from_labels
+from ..data.regions import LAZY_PIXELS, SparseLabels, is_lazy, trains_from_regions
 
 if TYPE_CHECKING:
     import napari
@@ -27,7 +31,8 @@ class ImageCopy:
     Attributes
     ----------
     data
-        ``(..., H, W)`` without channels, ``(..., H, W, C)`` with channels.
+        ``(..., H, W)`` without channels, ``(..., H, W, C)`` with channels. For a large layer the
+        layer's own data, not copied: a read-only numpy view or a dask array.
     channels
         Whether ``data`` ends with a channel axis.
     layer_channel_axis
@@ -35,7 +40,7 @@ class ImageCopy:
         axis is not a layer dimension, and for grey images).
     """
 
-    data: np.ndarray
+    data: Any
     channels: bool
     layer_channel_axis: int | None
 
@@ -46,11 +51,6 @@ class ImageCopy:
     @property
     def num_channels(self) -> int:
         return int(self.data.shape[-1]) if self.channels else 1
-
-
-# The core copies a training image whole (TrainingSet), with int64 labels and float32 network
-# inputs beside it: ~13 bytes per pixel. Larger images (levels) are refused with a message.
-TRAIN_MAX_PIXELS = 256 * 2**20
 
 
 def layer_array(layer: Layer) -> Any:
@@ -99,17 +99,6 @@ def level_transform(layer: Layer, shape: tuple[int, ...]) -> tuple[np.ndarray, n
     return scale, translate
 
 
-def _check_size(layer: Layer, shape: tuple[int, ...]) -> None:
-    if int(np.prod(shape)) > TRAIN_MAX_PIXELS:
-        lower = " or a lower level of the pyramid" if level_count(layer) > 1 else ""
-        raise ValueError(
-            f"'{layer.name}' has {int(np.prod(shape)) / 2**20:.0f} M pixels ({shape}): training copies "
-            f"its image and labels whole, which works up to {TRAIN_MAX_PIXELS // 2**20} M pixels. "
-            f"Train on a crop{lower} (paint on a labels layer of that level's shape), then predict the "
-            "whole image in the Predict widget."
-        )
-
-
 def training_level(layer: Layer, labels_shape: tuple[int, ...] | None) -> int:
     """The level of a multiscale image whose shape fits the labels (strokes painted on that level's
     grid); level 0 when none does or without labels."""
@@ -145,8 +134,10 @@ def copy_image(
         Explicit channel axis of the layer data (negative allowed).
     """
     level = level_array(layer, training_level(layer, labels_shape))
-    _check_size(layer, tuple(level.shape))
-    array = _owned_copy(level)
+    shape = labels_shape if labels_shape is not None else spatial_shape(layer)
+    # A large level is not copied: the trainer reads the crops it needs, never the whole level.
+    large = trains_from_regions(level, int(np.prod(shape)))
+    array = _read_only(level) if large else _owned_copy(level)
     if getattr(layer, "rgb", False):
         return ImageCopy(array, True, None)
     axis = channel_axis
@@ -157,13 +148,37 @@ def copy_image(
     if not -array.ndim <= axis < array.ndim or array.ndim < 3:
         raise ValueError(f"channel axis {axis} does not fit layer '{layer.name}' of shape {array.shape}")
     axis %= array.ndim
-    return ImageCopy(np.moveaxis(array, axis, -1), True, axis)
+    moved = np.moveaxis(array, axis, -1) if isinstance(array, np.ndarray) else _dask_moveaxis(array, axis)
+    return ImageCopy(moved, True, axis)
 
 
-def copy_labels(layer: Labels) -> np.ndarray:
-    """Copy a labels layer's (level 0) data once."""
-    _check_size(layer, tuple(layer_array(layer).shape))
-    return _owned_copy(layer_array(layer))
+def copy_labels(layer: Labels) -> Any:
+    """Copy a labels layer's (level 0) data once.
+
+    Above ``LAZY_PIXELS`` pixels (or lazy), a :class:`~napari_deepseg.data.regions.SparseLabels`
+    snapshot instead: the layer is read in bands and only its painted cells are kept (~70 ms for a
+    20000 x 20000 uint8 layer with a few strokes, where a whole copy takes 400 MB).
+    """
+    data = layer_array(layer)
+    if is_lazy(data) or int(np.prod(data.shape)) > LAZY_PIXELS:
+        return SparseLabels.of(data)
+    return _owned_copy(data)
+
+
+def _read_only(data: Any) -> Any:
+    """A layer's data as the trainer may keep it: a read-only view of a numpy array, a dask array
+    over any other array (zarr, ...)."""
+    if isinstance(data, np.ndarray):
+        view = data.view()
+        view.flags.writeable = False
+        return view
+    return lazy(data)
+
+
+def _dask_moveaxis(array: Any, axis: int) -> Any:
+    import dask.array as da
+
+    return da.moveaxis(array, axis, -1)
 
 
 def class_names(layer: Labels) -> list[str] | None:
