@@ -53,12 +53,17 @@ def positions(trainer_data: TrainingSet, patches: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def slide_run():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads on a busy 2-core machine are several times slower
     image, labels = Slide(), corner_strokes()
-    tracemalloc.start()
+    tracemalloc.start()  # around what reads the slide; tracing the iterations would be slow
     trainer = Trainer(image, labels, fast_config(iterations=3, validation_fraction=0.2))
-    records = list(trainer.run())
     peak = tracemalloc.get_traced_memory()[1]
     tracemalloc.stop()
+    records = list(trainer.run())
+    torch.set_num_threads(threads)
     return trainer, image, labels, records, peak
 
 
@@ -179,3 +184,30 @@ def test_small_numpy_pairs_sample_the_patches_they_sampled_before():
     assert (data.training_pixels, data.validation_pixels, len(data.validation)) == (10360, 11840, 7)
     assert float(x.sum()) == pytest.approx(-1814.02294921875, abs=1e-3) and int(y.sum()) == 13072
     assert data.painted_pixels == (15600, 3200, 800)
+
+
+def test_numpy_dask_zarr_and_memmap_images_give_the_same_regions_and_patches(tmp_path, monkeypatch):
+    import dask.array as da
+
+    zarr = pytest.importorskip("zarr")
+    rng = np.random.default_rng(1)
+    image = rng.integers(0, 255, (2100, 2100, 3), dtype=np.uint8)  # 4.4 M pixels: lazy ones use regions
+    labels = np.zeros((2100, 2100), np.uint8)
+    labels[50:60, 50:90], labels[2000:2040, 1500:1510] = 1, 2
+    stored = zarr.create_array(store={}, shape=image.shape, chunks=(512, 512, 3), dtype=np.uint8)
+    stored[:] = image
+    mapped = np.lib.format.open_memmap(tmp_path / "image.npy", mode="w+", dtype=np.uint8, shape=image.shape)
+    mapped[:] = image
+    config = fast_config(seed=5)
+    lazy = [da.from_array(image, chunks=(512, 512, 3)), stored, mapped]
+    runs = [TrainingSet(kind, labels, config) for kind in lazy]
+    monkeypatch.setattr(regions, "REGION_PIXELS", 0)  # numpy too
+    runs.append(TrainingSet(image, labels, config))
+    expected = runs[0].sampler.sample(4)
+    assert runs[0]._pairs[0].regions.boxes == [Box(0, 0, 0, 128, 192), Box(0, 1920, 1408, 2100, 1600)]
+    for run in runs[1:]:
+        assert run._pairs[0].regions.boxes == runs[0]._pairs[0].regions.boxes
+        assert run.normalisation == runs[0].normalisation
+        for a, b in zip(run.sampler.sample(4), expected):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(stored[:], image)  # read, never written
