@@ -145,6 +145,7 @@ class _RegionPair:
 
     def prepare(self, labels: Any) -> tuple[_Regions, int]:
         """The boxes of new labels (read in bands), their labels and the largest class."""
+        labels = labels if hasattr(labels, "shape") and hasattr(labels, "dtype") else np.asarray(labels)
         scan = scan_labels(labels)
         boxes = scan.boxes(self.margin)
         return _Regions(boxes, read_labels(labels, boxes)), scan.top
