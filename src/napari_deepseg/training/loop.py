@@ -41,8 +41,9 @@ class Trainer:
     images, labels
         One array each, or sequences of pairs (sizes may differ between pairs). Labels: 0 is
         unlabelled and ignored, 1..K are classes. Stacks (Z, H, W) or (T, Z, H, W) train on their
-        labelled slices. The arrays are copied once here; later changes to them do not affect the
-        run, except through :meth:`update_labels`.
+        labelled slices. The arrays are copied once here (a large or lazy image, e.g. dask or
+        zarr, only in the boxes around its strokes: see ``napari_deepseg.data.regions``); later
+        changes to them do not affect the run, except through :meth:`update_labels`.
     config
         :class:`TrainingConfig`; ``None`` for the defaults.
     channel_axis
