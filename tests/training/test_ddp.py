@@ -256,3 +256,22 @@ def test_torchrun_trains_end_to_end(tmp_path):
     for name, tensor in ddp.module.state_dict().items():
         tolerance = 1e-5 if name in parameters else 2e-4
         torch.testing.assert_close(tensor, reference[name], rtol=0, atol=tolerance, msg=name)
+
+
+def test_labels_sent_to_other_ranks_are_snapshots_and_a_large_one_is_sparse():
+    from napari_deepseg.data.regions import SparseLabels
+    from napari_deepseg.training import distributed
+
+    small = np.zeros((64, 64), np.uint8)
+    small[3, 4] = 1
+    sent = distributed._snapshot(small)
+    small[5, 5] = 2  # the caller keeps painting: what was sent does not change
+    assert isinstance(sent, np.ndarray) and sent[5, 5] == 0 and sent[3, 4] == 1
+    side = int(np.sqrt(distributed.LARGE_LABELS)) + 64
+    large = np.zeros((side, side), np.uint8)
+    large[100:110, 2000:2100] = 1
+    sparse = distributed._snapshot(large)
+    assert isinstance(sparse, SparseLabels) and distributed._snapshot(sparse) is sparse
+    large[0, 0] = 2
+    np.testing.assert_array_equal(np.asarray(sparse[90:120, 1990:2110]), large[90:120, 1990:2110])
+    assert np.asarray(sparse[0:1, 0:1])[0, 0] == 0

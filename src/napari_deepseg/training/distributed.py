@@ -29,6 +29,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..data.regions import LAZY_PIXELS, SparseLabels
 from ..data.training_set import TrainingSet
 
 _TORCHRUN = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")
@@ -154,7 +155,7 @@ class Collective:
         with self._lock:  # queued and recorded at once: apply_updates sends what it applies
             data.update_labels(labels, pair)
             if self.distributed:
-                self._outgoing.append((pair, np.array(labels, copy=True)))
+                self._outgoing.append((pair, _snapshot(labels)))
 
     def apply_updates(self, data: TrainingSet) -> None:
         """Bring queued labels in: rank 0's, sent to every rank, when :meth:`agree` said so."""
@@ -241,3 +242,16 @@ def _swap_batch_norm(module: nn.Module, kind: type[nn.modules.batchnorm._BatchNo
             setattr(module, name, new)
         else:
             _swap_batch_norm(child, kind)
+
+
+LARGE_LABELS = LAZY_PIXELS  # pixels above which labels travel as a sparse snapshot
+
+
+def _snapshot(labels: Any) -> Any:
+    """What is sent to the other ranks: an immutable snapshot, of the painted boxes alone when the
+    labels are large or lazy (a slide's labels are not copied, nor pickled, whole)."""
+    if isinstance(labels, SparseLabels):  # already a snapshot that never changes
+        return labels
+    if isinstance(labels, np.ndarray) and labels.size <= LARGE_LABELS:
+        return np.array(labels, copy=True)
+    return SparseLabels.of(labels) if hasattr(labels, "shape") else np.array(labels, copy=True)
