@@ -9,18 +9,22 @@ thread that already ran.
 
 Attribution: a watchdog thread samples the GUI thread's Python stack (``sys._current_frames``)
 every 2 ms while the probe is late, and a ``gc`` callback times collections (any thread: they
-hold the GIL); each stall over --attribute-ms is named by what its samples were doing. "run max"
-leaves out the Start click (the two preview layers are added then): from the first record on.
+hold the GIL); each stall over --attribute-ms is named by what its samples were doing, and split
+by the GUI thread's scheduler statistics (on a core, waiting for one, blocked) with the CPU time
+of the process's other threads (the worker, Mesa's llvmpipe rasterizer). "run max" leaves out
+the Start sequence: from the first record, and from 0.5 s after the last preview layer was added.
 
     xvfb-run -a python benchmarks/ui_latency.py [--iterations 200] [--patch-size 128]
                                 [--threads N | --compare-threads] [--idle-seconds 5]
-                                [--no-uncertainty] [--attribute-ms 30]
+                                [--no-uncertainty] [--attribute-ms 30] [--window 1280x800]
+                                [--dump stalls.pkl]
 """
 
 from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import gc
 import os
 import pickle
@@ -49,6 +53,24 @@ def _load() -> str:
     return "/".join(f"{v:.2f}" for v in os.getloadavg())
 
 
+class SchedStat:
+    """The GUI thread's time on a core and waiting for one (ns, Linux ``schedstat``), and the
+    process's CPU time: what a stall was, whatever Python frames it shows. On a core: the GUI
+    thread worked (painting, layout, our code); waiting for a core: the machine was busy; neither:
+    it was blocked (the GIL held by the worker, llvmpipe's threads, the X server)."""
+
+    def __init__(self) -> None:
+        self._fd: int | None = None
+        with contextlib.suppress(OSError):  # not Linux, or no schedstats: the split is left out
+            self._fd = os.open(f"/proc/self/task/{threading.get_native_id()}/schedstat", os.O_RDONLY)
+
+    def read(self) -> tuple[int, int, float]:
+        if self._fd is None:
+            return 0, 0, time.process_time()
+        on_cpu, waiting, _ = os.pread(self._fd, 100, 0).split()
+        return int(on_cpu), int(waiting), time.process_time()
+
+
 class Probe:
     """Gaps between consecutive timeouts of a precise 10 ms timer on the GUI thread."""
 
@@ -57,10 +79,13 @@ class Probe:
         self.last: float | None = None
         self.gaps: list[float] = []
         self.ticks: list[float] = []
+        self.sched: list[tuple[int, int, float]] = []  # at each tick
+        self._schedstat = SchedStat()
 
     def start(self) -> None:
         self.last = time.perf_counter()
         self.ticks = [self.last]
+        self.sched = [self._schedstat.read()]
         self.timer.start()
 
     def _tick(self) -> None:
@@ -69,6 +94,7 @@ class Probe:
             self.gaps.append(now - self.last)
         self.last = now
         self.ticks.append(now)
+        self.sched.append(self._schedstat.read())
 
     def stop(self) -> np.ndarray:
         self.timer.stop()
@@ -115,6 +141,44 @@ def _stack(frame: Any) -> tuple[tuple[str, str], ...]:
     return tuple(reversed(frames))
 
 
+class ThreadTimes:
+    """Time on a core of this process's threads, by name (``llvmpipe-0``: Mesa's software
+    rasterizer; ``python``: the GUI thread, the training worker and torch's threads), read from
+    ``/proc`` now and then: which threads ran while the GUI thread was blocked."""
+
+    def __init__(self) -> None:
+        self.snapshots: list[tuple[float, dict[str, int]]] = []
+        self._names: dict[str, str] = {}
+        self._listed = 0.0
+        self._tids: list[str] = []
+
+    def snapshot(self, now: float) -> None:
+        if now - self._listed > 1.0:
+            self._listed = now
+            with contextlib.suppress(OSError):
+                self._tids = os.listdir("/proc/self/task")
+        times: dict[str, int] = collections.defaultdict(int)
+        for tid in self._tids:
+            with contextlib.suppress(OSError, ValueError):
+                if tid not in self._names:
+                    with open(f"/proc/self/task/{tid}/comm") as f:
+                        name = f.read().strip()
+                    self._names[tid] = "llvmpipe" if name.startswith("llvmpipe") else name
+                with open(f"/proc/self/task/{tid}/schedstat") as f:
+                    times[self._names[tid]] += int(f.read().split()[0])
+        self.snapshots.append((now, dict(times)))
+
+    def between(self, start: float, end: float) -> dict[str, float]:
+        """ms on a core per thread name from the last snapshot before ``start`` to the last
+        before ``end`` (empty without both)."""
+        times = [t for t, _ in self.snapshots]
+        i, j = np.searchsorted(times, start) - 1, np.searchsorted(times, end) - 1
+        if i < 0 or j <= i:
+            return {}
+        a, b = self.snapshots[i][1], self.snapshots[j][1]
+        return {name: (b[name] - a.get(name, 0)) / 1e6 for name in b if b[name] > a.get(name, 0)}
+
+
 class StallSampler:
     """Samples the GUI thread's stack every ``every_ms`` while the probe is more than ``late_ms``
     late, and times garbage collections."""
@@ -125,6 +189,7 @@ class StallSampler:
         self.samples: list[tuple[float, tuple[tuple[str, str], ...]]] = []
         self.collections: list[tuple[float, float, int]] = []  # (start, end, generation)
         self._gc_start = 0.0
+        self.threads = ThreadTimes()
         self._halt = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -147,24 +212,45 @@ class StallSampler:
             self.collections.append((self._gc_start, now, info["generation"]))
 
     def _run(self) -> None:
+        quiet = 0.0
         while not self._halt.wait(self.every):
             last, now = self.probe.last, time.perf_counter()
             if last is not None and now - last > PROBE_MS / 1000 + self.late:
                 frame = sys._current_frames().get(self.main)
                 if frame is not None:
                     self.samples.append((now, _stack(frame)))
+                self.threads.snapshot(now)
+            elif now - quiet > 0.05:  # a baseline for the next stall, without reading them often
+                quiet = now
+                self.threads.snapshot(now)
 
-    def attribute(self, stalls_over_ms: float) -> tuple[collections.Counter[str], list[str]]:
-        """Milliseconds of stall per cause (each stall's length split by its samples), and a
-        line for each of the ten longest stalls."""
-        ticks, samples = self.probe.ticks, self.samples
+    def attribute(
+        self, stalls_over_ms: float, events: list[tuple[float, float, str]] = ()
+    ) -> tuple[collections.Counter[str], list[str], collections.Counter[str]]:
+        """Milliseconds of stall per cause (each stall's length split by its samples), a line
+        for each of the ten longest stalls, and the stall time split by what the GUI thread's
+        scheduler says (on a core, waiting for one, blocked)."""
+        ticks, samples, sched = self.probe.ticks, self.samples, self.probe.sched
         totals: collections.Counter[str] = collections.Counter()
+        kinds: collections.Counter[str] = collections.Counter()
         lines = []
         times = [t for t, _ in samples]
-        for start, end in zip(ticks, ticks[1:]):
+        for i, (start, end) in enumerate(zip(ticks, ticks[1:])):
             stall = (end - start) * 1000 - PROBE_MS
             if stall < stalls_over_ms:
                 continue
+            (cpu0, wait0, proc0), (cpu1, wait1, proc1) = sched[i], sched[i + 1]
+            on_cpu, waiting = (cpu1 - cpu0) / 1e6, (wait1 - wait0) / 1e6
+            others = max((proc1 - proc0) * 1000 - on_cpu, 0.0)  # the worker, llvmpipe, torch
+            blocked = max((end - start) * 1000 - on_cpu - waiting, 0.0)
+            gap = (end - start) * 1000
+            for kind, ms in (("on a core", on_cpu), ("waiting for a core", waiting), ("blocked", blocked)):
+                kinds[kind] += stall * ms / gap
+            busy = sorted(self.threads.between(start, end).items(), key=lambda item: -item[1])
+            threads = ", ".join(f"{name} {ms:.0f}" for name, ms in busy[:4] if ms >= 1)
+            during = sorted(
+                {name for a, b, name in events if a < end and b > start - 0.05}  # or just before
+            )
             lo, hi = np.searchsorted(times, start), np.searchsorted(times, end)
             causes = collections.Counter(_cause(stack) for _, stack in samples[lo:hi])
             gc_ms = sum(
@@ -181,26 +267,44 @@ class StallSampler:
                 (
                     stall,
                     f"{stall:6.0f} ms at {start - ticks[0]:6.1f} s: {top or 'no sample'}"
-                    + (f"; gc {gc_ms:.0f} ms" if gc_ms > 0.5 else ""),
+                    + (f"; gc {gc_ms:.0f} ms" if gc_ms > 0.5 else "")
+                    + f"\n{'':20}GUI thread on a core {on_cpu:.0f} ms, waiting for one {waiting:.0f}, "
+                    f"blocked {blocked:.0f}; other threads' CPU {others:.0f} ms"
+                    + (f" ({threads})" if threads else "")
+                    + (f"; during: {', '.join(during)}" if during else ""),
                 )
             )
         lines.sort(reverse=True)
-        return totals, [text for _, text in lines[:10]]
+        return totals, [text for _, text in lines[:10]], kinds
 
 
 class TimedHandler:
-    """Wraps the widget's ``yielded`` handler to time it (nested event processing included)."""
+    """Wraps the widget's ``yielded`` handler to time it (nested event processing included) and
+    to name what each call showed (the first record, a preview)."""
 
     def __init__(self, handler: Any) -> None:
         self.handler, self.ms, self.started = handler, [], None
+        self.first_record: float | None = None
+        self.events: list[tuple[float, float, str]] = []  # (start, end, what)
+        self._records = self._previews = 0
 
     def __call__(self, item: Any) -> None:
         start = time.perf_counter()
         self.handler(item)
+        end = time.perf_counter()
+        if getattr(item, "record", None) is not None:
+            self._records += 1
+            if self.first_record is None:
+                self.first_record = start
+            if getattr(item, "preview", None) is not None:
+                self._previews += 1
+                self.events.append((start, end, f"preview {self._previews}"))
+            elif self._records == 1:
+                self.events.append((start, end, "first record"))
         if self.started is None:
-            self.started = time.perf_counter()
+            self.started = end
         else:
-            self.ms.append((time.perf_counter() - start) * 1000)
+            self.ms.append((end - start) * 1000)
 
 
 def _row(threads: Any, stalls: np.ndarray, **extra: Any) -> dict[str, Any]:
@@ -236,6 +340,7 @@ def probe_idle(seconds: float) -> dict[str, Any]:
         full_draws=0,
         causes={},
         worst=[],
+        kinds={},
     )
 
 
@@ -244,18 +349,24 @@ def run_once(
 ) -> dict[str, Any]:
     seen: dict[str, int] = {}
 
-    def drive(job: Any) -> Any:  # the worker thread's own intra-op thread count, then the job
-        torch.set_num_threads(threads)
-        seen["threads"] = torch.get_num_threads()
-        yield from job
+    original_count = _train_run.worker_thread_count
+    if threads is not None:  # the worker thread's own intra-op thread count, else the widget's
+        _train_run.worker_thread_count = lambda: threads
 
-    def product_drive(job: Any) -> Any:  # the widget's own choice (one core left to the GUI)
+    def product_drive(job: Any, preview: Any = None) -> Any:
         seen["threads"] = _train_run.worker_thread_count()
-        yield from _original_drive(job)
+        yield from (_original_drive(job) if preview is None else _original_drive(job, preview))
 
-    train_module.drive = drive if threads is not None else product_drive
+    train_module.drive = product_drive
     for layer in [la for la in viewer.layers if la.name.endswith(" preview")]:
         viewer.layers.remove(layer)  # each run creates its preview layer afresh
+    inserted: list[float] = []  # when the run's preview layers were added (the Start sequence)
+
+    def on_inserted(event: Any) -> None:
+        if event.value.name.endswith((" preview", " uncertainty")):
+            inserted.append(time.perf_counter())
+
+    viewer.layers.events.inserted.connect(on_inserted)
     handler = TimedHandler(TrainWidget._on_yielded.__get__(widget))
     widget._on_yielded = handler  # bound at Start, so the worker's signal reaches the wrapper
     loop, probe = QEventLoop(), Probe()
@@ -271,15 +382,31 @@ def run_once(
         loop.exec_()
     end = time.perf_counter()
     stalls = probe.stop()
-    causes, worst = sampler.attribute(attribute_ms) if attribute_ms > 0 else ({}, [])
+    causes, worst, kinds = (
+        sampler.attribute(attribute_ms, handler.events) if attribute_ms > 0 else ({}, [], {})
+    )
     if dump:
         with open(dump, "wb") as f:
-            pickle.dump({"ticks": probe.ticks, "samples": sampler.samples, "gc": sampler.collections}, f)
+            pickle.dump(
+                {
+                    "ticks": probe.ticks,
+                    "sched": probe.sched,
+                    "samples": sampler.samples,
+                    "gc": sampler.collections,
+                    "events": handler.events,
+                    "threads": sampler.threads.snapshots,
+                },
+                f,
+            )
     widget.training_finished.disconnect(loop.quit)
-    train_module.drive = _original_drive
+    train_module.drive, _train_run.worker_thread_count = _original_drive, original_count
     iterations = widget.model.iterations_trained if widget.model is not None else 0
     ticks = np.asarray(probe.ticks[: len(stalls)])
-    running = stalls[ticks >= (handler.started or start)]  # from the first record: Start excluded
+    viewer.layers.events.inserted.disconnect(on_inserted)
+    # The run without its Start: from the first record, and from half a second after the last
+    # preview layer was added (its first paint), whichever is later.
+    run_from = max(handler.first_record or end, (inserted[-1] + 0.5) if inserted else start)
+    running = stalls[ticks >= run_from]  # ticks: where each gap began
     return _row(
         seen.get("threads", 0),
         stalls,
@@ -293,6 +420,7 @@ def run_once(
         full_draws=getattr(widget.plot, "full_draw_count", widget.plot.redraw_count),
         causes=causes,
         worst=worst,
+        kinds=kinds,
     )
 
 
@@ -315,7 +443,17 @@ def main() -> None:
     parser.add_argument("--no-uncertainty", action="store_true", help="leave 'Show uncertainty' off")
     parser.add_argument("--attribute-ms", type=float, default=30.0, help="name stalls over this (0: off)")
     parser.add_argument("--dump", default="", help="pickle the probe ticks and stack samples here")
+    parser.add_argument(
+        "--window",
+        default="1280x800",
+        help="the viewer window's size, WxH ('' leaves napari's saved one): software OpenGL pays per pixel",
+    )
+    parser.add_argument(
+        "--switch-interval", type=float, default=None, help="sys.setswitchinterval (s) for the whole run"
+    )
     args = parser.parse_args()
+    if args.switch_interval is not None:
+        sys.setswitchinterval(args.switch_interval)
     load_start = _load()
     default = torch.get_num_threads()
     runs = [default, max(default - 1, 1)] if args.compare_threads else [args.threads]
@@ -323,6 +461,9 @@ def main() -> None:
 
     app = get_qapp()
     viewer = napari.Viewer(show=True)
+    if args.window:
+        width, height = (int(n) for n in args.window.lower().split("x"))
+        viewer.window._qt_window.resize(width, height)
     (image, image_kw, _), (strokes, strokes_kw, _) = fluorescence_sample_layers()
     image_layer = viewer.add_image(image, **image_kw)
     labels_layer = viewer.add_labels(strokes, **strokes_kw)
@@ -355,7 +496,11 @@ def main() -> None:
         f"{'off' if args.no_uncertainty else 'on'}, device "
         f"{config.device}, {os.cpu_count()} CPUs; probe {PROBE_MS} ms, stall = gap - {PROBE_MS} ms"
     )
-    print(f"load average (1/5/15 min): start {load_start}, end {load_end}")
+    window, canvas = viewer.window._qt_window.size(), viewer.window._qt_viewer.canvas.size
+    print(
+        f"load average (1/5/15 min): start {load_start}, end {load_end}; window "
+        f"{window.width()}x{window.height()}, canvas (h, w) {tuple(canvas)}"
+    )
     header = (
         f"{'threads':>7} {'iters':>5} {'wall s':>7} {'s/iter':>7} {'samples':>7} {'p50 ms':>7} "
         f"{'p99 ms':>7} {'max ms':>7} {'run max':>7} {'p99<30':>6} {'max<100':>7} {'yielded p50/max ms':>18} "
@@ -385,6 +530,9 @@ def main() -> None:
             )
             for cause, ms in sorted(r["causes"].items(), key=lambda item: -item[1]):
                 print(f"    {ms:7.0f}  {cause}")
+            print(f"  {r['threads']}: the same stall ms, by what the GUI thread's scheduler says:")
+            for kind, ms in sorted(r["kinds"].items(), key=lambda item: -item[1]):
+                print(f"    {ms:7.0f}  {kind}")
             print(f"  {r['threads']}: the longest stalls:")
             for line in r["worst"]:
                 print(f"    {line}")
