@@ -268,12 +268,13 @@ def test_blitted_frames_equal_a_full_redraw(shown_plot, qtbot):
 
 def pixels_of_background(plot: LossPlot) -> np.ndarray:
     lines = plot.curves.blitter.artists
+    visible = [line.get_visible() for line in lines]
     for line in lines:
         line.set_visible(False)
     plot.canvas.draw()
     background = pixels(plot)
-    for line in lines:
-        line.set_visible(True)
+    for line, shown in zip(lines, visible):
+        line.set_visible(shown)
     plot.canvas.draw()
     return background
 
@@ -358,3 +359,42 @@ def test_grow_limits():
         assert limits[0] <= 1 and n <= limits[1]
     assert changes <= math.log2(10_000) + 2
     assert grow_limits((0.0, 0.0), (3.0, 3.0))[0] < 3.0 < grow_limits((0.0, 0.0), (3.0, 3.0))[1]
+
+
+def _legend_labels(plot: LossPlot) -> list[str]:
+    return [text.get_text() for text in plot.curves.legend.get_texts()]
+
+
+@pytest.mark.parametrize("expected", [True, False], ids=["expected at Start", "not expected"])
+def test_an_expected_marker_is_laid_out_at_start_and_its_first_point_only_blits(shown_plot, qtbot, expected):
+    plot = shown_plot
+    plot.expect_run(last_iteration=1000, stability=expected)
+    plot.clear()
+    live_frame(plot)  # Start's frame
+    qtbot.waitUntil(lambda: not plot.curves._draw_timer.isActive())  # its draw, after the layout
+    assert ("preview stability" in _legend_labels(plot)) is expected
+    assert plot.val_axes.get_visible() is expected
+    full = plot.full_draw_count
+    assert plot.axes.get_xlim()[1] >= 1000  # the run's x range before its first point
+    for i in range(1, 6):
+        plot.append(record(i))
+        live_frame(plot)
+    assert plot.full_draw_count == full  # so the first records only blit
+    blits = plot.curves.blitter.blits
+    plot.add_stability(5, 0.9)  # the first preview's marker
+    live_frame(plot)
+    if expected:  # the background already held its legend row and axis: one blit, no layout
+        assert plot.full_draw_count == full and plot.curves.blitter.blits == blits + 1
+        assert not plot.curves.layout_stale and not plot.curves._draw_timer.isActive()
+    else:  # the legend grows: a layout pass now, a full draw next turn
+        assert plot.curves._draw_timer.isActive()
+        qtbot.waitUntil(lambda: plot.full_draw_count > full)
+    assert "preview stability" in _legend_labels(plot)
+    plot.expect_run()  # the run ends: the legend names what was plotted
+    plot.flush()
+    assert "preview stability" in _legend_labels(plot) and plot.val_axes.get_visible()
+    plot.expect_run(stability=True)
+    plot.clear()
+    plot.expect_run()
+    plot.flush()  # a run that previewed nothing: no row for it
+    assert "preview stability" not in _legend_labels(plot) and not plot.val_axes.get_visible()

@@ -52,7 +52,10 @@ class Blitter:
             return False
         self.canvas.restore_region(self._background)
         self._draw_artists()
-        self.canvas.blit(self.canvas.figure.bbox)
+        # Not canvas.blit(): its synchronous repaint makes Qt paint the whole window now, the
+        # viewer's canvas too (a vispy draw, tens of ms in software OpenGL) if it waits for one.
+        # A posted update paints the buffer in a turn of its own, with whatever else is due.
+        self.canvas.update()
         self.blits += 1
         return True
 

@@ -14,7 +14,7 @@ from matplotlib.backends.backend_qtagg import FigureCanvasQTAgg
 from matplotlib.figure import Figure
 from qtpy.QtCore import QTimer
 
-from ._blit import Blitter, fit_limits, grow_axes
+from ._blit import Blitter, fit_limits, grow_axes, grow_limits
 from ._plot_theme import PlotColors, color_figure
 
 __all__ = ["LossFigure"]
@@ -52,7 +52,8 @@ class LossFigure:
         self.legend: Any = None
         self._legend_handles: list[Any] = []
         self._text_color = "white"
-        lines = (self.raw_line, self.smooth_line, self.val_line, self.stability_line)
+        # The placeholder too: the first record hides it without changing the background.
+        lines = (self.raw_line, self.smooth_line, self.val_line, self.stability_line, self.placeholder)
         self.blitter = Blitter(self.canvas, lines)
         self._drawn: tuple[Any, ...] | None = None  # what the cached background shows
         # Constrained layout costs as much as a draw; it runs only when something that moves the
@@ -75,24 +76,35 @@ class LossFigure:
         last_iteration: int | None,
         tight: bool,
         render: bool = True,
+        expected: tuple[bool, bool] = (False, False),
+        expected_x: tuple[int, int] | None = None,
     ) -> None:
         """Set the curves (raw, smoothed), the markers (validation, stability: x and y each) and
         draw (if ``render``); ``tight``: limits fitted to the data, else grown only when the data
-        left them."""
+        left them. What a run about to start will add, laid out now rather than when it arrives:
+        ``expected`` (validation, stability) markers, whose legend rows and axis are shown, and
+        the iterations ``expected_x`` (first, last) of a run still without points (not ``tight``)
+        with a y range that holds its first loss."""
         raw, smoothed = values
         self.raw_line.set_data(iterations, raw)
         self.smooth_line.set_data(iterations, smoothed)
         (val_x, val_y), (stability_x, stability_y) = markers
         self.val_line.set_data(val_x, val_y)
         self.stability_line.set_data(stability_x, stability_y)
-        self.val_axes.set_visible(bool(len(val_x) or len(stability_x)))
+        validation, stability = bool(len(val_x)) or expected[0], bool(len(stability_x)) or expected[1]
+        self.val_axes.set_visible(validation or stability)
         if self.axes.get_ylabel() != ylabel:
             self.axes.set_ylabel(ylabel, fontsize=9)
             self.layout_stale = True
         self.placeholder.set_visible(not len(iterations))
-        self._update_legend(bool(len(val_x)), bool(len(stability_x)))
+        self._update_legend(validation, stability)
         if tight or not len(iterations):
             fit_limits(self.axes, error_rate=error_rate and bool(len(iterations)))
+            if not tight and expected_x is not None:
+                # x: what grow_axes gives the first record; y: what holds a first loss up to 1 (a
+                # cross-entropy starts near ln(classes)) or any error rate, so it only blits.
+                self.axes.set_xlim(grow_limits(self.axes.get_xlim(), expected_x, headroom=0.0), auto=None)
+                self.axes.set_ylim(0.0, 100.0 if error_rate else 1.0, auto=None)
         else:
             values = [*raw, *smoothed]
             grow_axes(self.axes, iterations, values, last_iteration=last_iteration, error_rate=error_rate)
@@ -110,7 +122,6 @@ class LossFigure:
             self.axes.get_ylim(),
             self.axes.get_ylabel(),
             self.val_axes.get_visible(),
-            self.placeholder.get_visible(),
             tuple(map(id, self._legend_handles)),
         )
         if self.layout_stale:

@@ -49,6 +49,8 @@ class LossPlot(QWidget):
     def __init__(self, viewer: napari.viewer.Viewer | None = None, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._reset()
+        self._expected = (False, False)  # markers the running run will add (validation, stability)
+        self._expected_end: int | None = None  # its last iteration, if known
         self.redraw_count = 0  # how often the lines were actually updated (tests, profiling)
 
         self.curves = LossFigure()
@@ -142,6 +144,17 @@ class LossPlot(QWidget):
             if not self._timer.isActive():
                 self._timer.start()
 
+    def expect_run(
+        self, *, last_iteration: int | None = None, validation: bool = False, stability: bool = False
+    ) -> None:
+        """Say what the coming run adds: the markers' legend rows and axis, and the x range up to
+        ``last_iteration``, are laid out and drawn with the next frame, not when the first record
+        or marker arrives mid-run (a layout pass and a full draw cost ~100 ms each on a busy CPU).
+        No arguments: only what is there (a run's end)."""
+        self._expected, self._expected_end = (validation, stability), last_iteration
+        if not self._timer.isActive():
+            self._timer.start()
+
     def set_history(self, records: list[dict[str, Any]] | list[TrainingProgress]) -> None:
         """Replace everything with a model's history (``model.history``, or records)."""
         self._reset()
@@ -196,6 +209,8 @@ class LossPlot(QWidget):
             last_iteration=self._records[-1].last_iteration if self._records else None,
             tight=tight,
             render=render,
+            expected=self._expected,
+            expected_x=(1, self._expected_end) if self._expected_end else None,
         )
         self.last_value_label.setText(self._summary())
 
