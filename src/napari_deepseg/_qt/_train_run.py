@@ -12,6 +12,8 @@ from typing import Any
 
 import torch
 from napari.utils import notifications
+from qtpy.QtCore import QEvent, QRect, Qt
+from qtpy.QtWidgets import QLabel, QProgressBar
 
 from .. import TrainingConfig, TrainingProgress
 from .._device import worker_thread_count
@@ -21,6 +23,71 @@ from ._train_job import TrainingError, wait_until
 
 _log = logging.getLogger(__name__)
 PROGRESS_INTERVAL_S = 0.25
+
+
+class RunProgress:
+    """A run's steps on the dock's own progress bar: iterations, percent of a time budget, or a
+    busy indicator (``total`` 0) for a run without a limit.
+
+    Not napari's ``progress``: its activity-dock bar runs ``processEvents`` when it is created and
+    each time it moves, so whatever was pending (a canvas draw, a layer's first paint) ran nested
+    inside Start or inside a record's handler, one long stall instead of several short ones.
+    """
+
+    def __init__(self, bar: QProgressBar, total: int, *, percent: bool = False) -> None:
+        self.bar, self.total, self.n = bar, total, 0
+        bar.setRange(0, total)  # (0, 0): Qt's busy indicator
+        bar.setValue(0)
+        bar.setFormat("%p %" if percent else "%v / %m")
+        bar.setTextVisible(bool(total))
+
+    def update(self, steps: int) -> None:
+        self.n += steps
+        # QProgressBar.setValue repaints synchronously when its text changes, and a synchronous
+        # repaint paints the whole window (the viewer's canvas too, if it waits for a draw)
+        # inside the record's handler: with updates off it only posts an ordinary update.
+        self.bar.setUpdatesEnabled(False)
+        self.bar.setValue(self.n)
+        self.bar.setUpdatesEnabled(True)  # (which calls update())
+
+    def close(self) -> None:
+        if not self.total:  # the busy indicator stops
+            self.bar.setRange(0, 1)
+            self.bar.setValue(0)
+
+
+def progress_bar() -> QProgressBar:
+    """The Train widget's bar; always shown, so that a run's start or end never changes the height
+    left to the loss plot (a resize lays the figure out again: ~100 ms)."""
+    bar = QProgressBar()
+    bar.setRange(0, 1)
+    bar.setValue(0)
+    bar.setTextVisible(False)
+    return bar
+
+
+class StatusLabel(QLabel):
+    """The status line: word-wrapped, and never shorter than two lines (a record's text), so that
+    the first record of a run does not shrink the loss plot below it: a resize lays the figure
+    out and draws it again (~100 ms on a busy CPU)."""
+
+    LINES = 2
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.setWordWrap(True)
+        self._fit_lines()
+
+    def changeEvent(self, event: Any) -> None:  # noqa: N802 (Qt's name)
+        super().changeEvent(event)
+        if event.type() in (QEvent.FontChange, QEvent.StyleChange):  # napari's stylesheet, a theme
+            self._fit_lines()
+
+    def _fit_lines(self) -> None:
+        margins = self.contentsMargins()
+        text = "\n".join(["x"] * self.LINES)  # measured as QLabel measures its text
+        lines = self.fontMetrics().boundingRect(QRect(0, 0, 10_000, 10_000), Qt.AlignLeft, text).height()
+        self.setMinimumHeight(lines + margins.top() + margins.bottom())
 
 
 @dataclass
@@ -33,7 +100,7 @@ class TrainingRun:
     preview: PreviewSettings  # shared with the worker
     config: TrainingConfig
     live_labels: LiveLabels  # strokes painted during the run go to the trainer
-    progress: Any = None  # napari.utils.progress, shown in the activity dock
+    progress: RunProgress | None = None
     trainer: Any = None  # once the worker has built it: Stop reaches into its iteration
     error: BaseException | None = None
     stopped: bool = False
@@ -48,8 +115,9 @@ class TrainingRun:
         return 100 if config.iterations is None or config.max_minutes is not None else config.iterations
 
     def advance_progress(self, record: TrainingProgress) -> None:
-        """Move the progress bar at most a few times a second: each move repaints the activity
-        dock and napari runs ``processEvents`` inside it, which stalls the GUI thread."""
+        """Move the progress bar, at most a few times a second (each move repaints it)."""
+        if self.progress is None:
+            return
         total, now = self.progress.total, time.monotonic()
         if not total or math.isnan(record.fraction_done):
             return

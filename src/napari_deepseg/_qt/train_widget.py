@@ -12,7 +12,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from napari.utils import notifications, progress
+from napari.utils import notifications
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QLabel, QVBoxLayout, QWidget
 from superqt.utils import create_worker
@@ -29,7 +29,18 @@ from ._session import model_store
 from ._train_controls import TrainControls
 from ._train_job import Started, Step, gather_inputs, model_name, training_job
 from ._train_preview import TrainPreview
-from ._train_run import RunHolder, TrainingRun, drive, report_error, show_warning, shutdown, status_text
+from ._train_run import (
+    RunHolder,
+    RunProgress,
+    StatusLabel,
+    TrainingRun,
+    drive,
+    progress_bar,
+    report_error,
+    show_warning,
+    shutdown,
+    status_text,
+)
 from .loss_plot import LossPlot
 
 if TYPE_CHECKING:
@@ -78,14 +89,15 @@ class TrainWidget(QWidget):
             buttons.save,
             buttons.load,
         )
-        self.status_label = QLabel("Paint strokes of at least two classes, then Start.")
-        self.status_label.setWordWrap(True)
+        self.progress_bar = progress_bar()
+        self.status_label = StatusLabel("Paint strokes of at least two classes, then Start.")
         self.plot = LossPlot(napari_viewer, parent=self)
 
         layout = QVBoxLayout(self)  # "Advanced" open must not outgrow the window: the settings scroll
         pairs_title = QLabel("<b>Training pairs</b>")
         layout.addWidget(FittingScrollArea(pairs_title, self.pairs_editor.native, self.controls))
         layout.addWidget(self.buttons)
+        layout.addWidget(self.progress_bar)
         layout.addWidget(self.preview)
         layout.addWidget(self.status_label)
         layout.addWidget(YieldingBox(self.plot), 1)
@@ -144,6 +156,11 @@ class TrainWidget(QWidget):
             tile_size=self.controls.preview_tile_size,
         )
         architecture = model.architecture if model else config.architecture
+        self.plot.expect_run(
+            last_iteration=None if model or config.max_minutes else config.iterations,
+            validation=config.validation_fraction > 0,
+            stability=self.preview_checkbox.isChecked(),
+        )
         if model is None:
             self.model = None
             self.plot.clear()
@@ -176,9 +193,9 @@ class TrainWidget(QWidget):
         self.worker = worker
         self._set_running(True)
         self.status_label.setText(f"Preparing {display} on {len(pairs)} pair(s)…")
-        # napari's activity dock processes events when a progress bar is added or moves: the
-        # widget must already be in its running state when that happens.
-        run.progress = progress(total=run.progress_total, desc=f"Training {display}")
+        run.progress = RunProgress(
+            self.progress_bar, run.progress_total, percent=config.max_minutes is not None
+        )
         worker.start()
 
     def toggle_pause(self) -> None:
@@ -218,7 +235,7 @@ class TrainWidget(QWidget):
             self.preview.show(item.preview)
             self.plot.add_stability(record.iteration, item.preview.stability)
         self.status_label.setText(status_text(record, run.config, self.model.class_names, self.preview.last))
-        run.advance_progress(record)  # last: napari processes events here, even the run's end
+        run.advance_progress(record)
 
     def _on_errored(self, error: BaseException) -> None:
         run = self._holder.run
@@ -240,6 +257,7 @@ class TrainWidget(QWidget):
         run.close()
         self.preview.end()
         self.worker = self.trainer = None
+        self.plot.expect_run()
         self.plot.flush()
         self._set_running(False)
         if self.model is not None:
