@@ -3,10 +3,11 @@ the user looks at, shows the previews (classes and uncertainty) and answers "Whe
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from napari.layers import Image
+from napari.layers import Image, Labels
 from napari.utils.colormaps import DirectLabelColormap
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QWidget
@@ -18,7 +19,13 @@ from ._preview_job import Preview, PreviewSettings
 if TYPE_CHECKING:
     import napari
 
-LAYER_DELAY_MS = 50  # between Start and the first preview layer, and between the two layers
+# From Start to the first preview layer: after the loss plot's Start frame (its layout at 100 ms,
+# its draw next, 100-250 ms each on a busy CPU), or Qt runs the overdue timers back to back, one
+# stall. Between the two layers: from the end of the first.
+FIRST_LAYER_DELAY_MS = 600
+LAYER_DELAY_MS = 200
+THUMBNAIL_DELAY_MS = 300  # from a preview to its layers' thumbnails ...
+THUMBNAIL_GAP_MS = 50  # ... each a turn apart
 
 
 class PreviewLayer:
@@ -49,6 +56,9 @@ class PreviewLayer:
                 self._buffer = plane.copy()
                 self.layer = self._add(self._buffer)
                 return
+            self._place(plane.shape)  # a layer of an earlier run, maybe of another level
+            if isinstance(self.layer.data, np.ndarray):  # ours: an earlier run's buffer
+                self._buffer = self.layer.data
         if layer_io.in_viewer(self.viewer, self.layer) and not write_in_place(
             self.layer, self._buffer, plane
         ):
@@ -56,21 +66,40 @@ class PreviewLayer:
             self.layer.data = self._buffer
 
     def _add(self, plane: np.ndarray) -> Any:
-        layers = self.viewer.layers
         colors = {None: (0, 0, 0, 0), 0: (0, 0, 0, 0), **self._colors}
-        with _uncertainty.keep_selection(self.viewer):  # the user keeps painting where they were
-            layer = self.viewer.add_labels(
-                plane,
-                name=self.name,
-                opacity=0.5,
-                colormap=DirectLabelColormap(color_dict=colors),
-                scale=self._image_layer.scale[-2:],
-                translate=self._image_layer.translate[-2:],
-                metadata={layer_io.PREVIEW_METADATA_KEY: True},
-            )
-            if layer_io.in_viewer(self.viewer, self._labels_layer):  # strokes stay visible above
-                layers.move(layers.index(layer), layers.index(self._labels_layer))
+        scale, translate = _uncertainty.level_placement(self._image_layer, plane.shape)
+        layer = Labels(
+            plane,
+            name=self.name,
+            opacity=0.5,
+            colormap=DirectLabelColormap(color_dict=colors),
+            scale=scale,
+            translate=translate,
+            metadata={layer_io.PREVIEW_METADATA_KEY: True},
+        )
+        _uncertainty.insert_below(self.viewer, layer, self._labels_layer)  # strokes stay visible above
         return layer
+
+    def _place(self, shape: tuple[int, ...]) -> None:
+        """Over the image level the preview is computed on (each change refreshes the layer)."""
+        scale, translate = _uncertainty.level_placement(self._image_layer, shape)
+        if not np.array_equal(self.layer.scale, scale):
+            self.layer.scale = scale
+        if not np.array_equal(self.layer.translate, translate):
+            self.layer.translate = translate
+
+
+def level_factors(layer: Any, image: layer_io.ImageCopy) -> np.ndarray:
+    """How many level-0 pixels of ``layer`` one pixel of ``image`` (its copy, of some level) spans
+    along each spatial axis of the copy: 1 everywhere but for a level > 0 of a pyramid."""
+    full = list(layer_io.spatial_shape(layer))
+    if image.layer_channel_axis is not None:
+        del full[image.layer_channel_axis]
+    shape = image.spatial_shape
+    full = full[-len(shape) :]
+    if len(full) != len(shape):
+        return np.ones(len(shape))
+    return np.divide(full, shape)
 
 
 def write_in_place(layer: Any, buffer: np.ndarray | None, plane: np.ndarray) -> bool:
@@ -79,6 +108,8 @@ def write_in_place(layer: Any, buffer: np.ndarray | None, plane: np.ndarray) -> 
 
     Setting ``layer.data`` instead would re-emit the layer's data events and, for labels, build a
     new colormap (a shader link on the GUI thread, tens of ms with software OpenGL) every preview.
+    Only the slice and its texture are refreshed: the extent (shape, scale) is unchanged and the
+    thumbnail follows in a turn of its own (:func:`refresh_thumbnail`).
     """
     if (
         buffer is None
@@ -88,8 +119,13 @@ def write_in_place(layer: Any, buffer: np.ndarray | None, plane: np.ndarray) -> 
     ):
         return False
     np.copyto(buffer, plane)
-    layer.refresh()
+    layer.refresh(thumbnail=False, highlight=False, extent=False)
     return True
+
+
+def refresh_thumbnail(layer: Any) -> None:
+    """The layer list's thumbnail of ``layer`` (its slice again, then the thumbnail)."""
+    layer.refresh(data_displayed=False, highlight=False, extent=False)
 
 
 class TrainPreview(QWidget):
@@ -116,9 +152,11 @@ class TrainPreview(QWidget):
         self._labels_layer: Any = None
         self._uncertainty_layer: Any = None
         self._uncertainty_buffer: np.ndarray | None = None  # what that layer shows, ours
+        self._stale_thumbnails: list[Any] = []  # layers whose thumbnail a preview left behind
         self.uncertainty_checkbox, self.where_button = _uncertainty.uncertainty_row(self, "preview")
         # Timers, not posted events: Qt runs the viewer's overdue timers before them.
         self._layers_timer = QTimer(self, singleShot=True, interval=LAYER_DELAY_MS, timeout=self._add_layers)
+        self._thumbnail_timer = QTimer(self, singleShot=True, timeout=self._refresh_thumbnails)
 
         enabled_checkbox.toggled.connect(self._on_enabled_toggled)
         self.uncertainty_checkbox.toggled.connect(self._on_uncertainty_toggled)
@@ -142,7 +180,7 @@ class TrainPreview(QWidget):
         self.layer = PreviewLayer(self.viewer, image_layer, labels_layer, num_classes)
         self._uncertainty_layer = self._uncertainty_buffer = None
         if settings.enabled:  # the layers are added once Start has returned, one per turn
-            self._layers_timer.start()
+            self._layers_timer.start(FIRST_LAYER_DELAY_MS)
 
     def _add_layers(self) -> None:
         """Add the run's empty preview layers, each in a turn of the event loop of its own: adding a
@@ -154,7 +192,7 @@ class TrainPreview(QWidget):
         if self.layer.layer is None:
             self.layer.create_empty(settings.plane_shape)
             if self.uncertainty_checkbox.isChecked():
-                self._layers_timer.start()  # the uncertainty layer next time
+                self._layers_timer.start(LAYER_DELAY_MS)  # the uncertainty layer next time
         elif self.uncertainty_checkbox.isChecked() and self._uncertainty_layer is None:
             self._show_uncertainty(np.zeros(settings.plane_shape, np.float32))
 
@@ -168,15 +206,43 @@ class TrainPreview(QWidget):
             self.layer.show(preview.labels)
         if self.uncertainty_checkbox.isChecked():
             self._show_uncertainty(preview.uncertainty)
+        self._stale_thumbnails = [self.layer.layer if self.layer else None, self._uncertainty_layer]
+        self._thumbnail_timer.start(THUMBNAIL_DELAY_MS)
+
+    def _refresh_thumbnails(self) -> None:
+        """One stale thumbnail per turn: each repaints the layer list."""
+        while self._stale_thumbnails:
+            layer = self._stale_thumbnails.pop(0)
+            if layer is not None and layer_io.in_viewer(self.viewer, layer):
+                refresh_thumbnail(layer)
+                break
+        if self._stale_thumbnails:
+            self._thumbnail_timer.start(THUMBNAIL_GAP_MS)
 
     def update_view(self, _event: Any = None) -> None:
         """Tell the worker which plane, and which part of it, the canvas shows now."""
         settings = self.settings
         if settings is None:
             return
+        layer, image = self._image_layer, settings.image
+        index = layer_io.plane_index(layer, self.viewer.dims.point, image)
+        region = layer_io.visible_region(self.viewer, layer, image)
+        # Both are in level-0 pixels; a multiscale image trains (and previews) on its strokes' level.
+        factors = level_factors(layer, image)
+        if np.any(factors != 1):
+            index = tuple(
+                min(int(i / f), n - 1) for i, f, n in zip(index, factors[:-2], image.spatial_shape[:-2])
+            )
+            if region is not None:
+                (fy, fx), (y0, y1, x0, x1) = factors[-2:], region
+                region = (
+                    math.floor(y0 / fy),
+                    math.ceil(y1 / fy),
+                    math.floor(x0 / fx),
+                    math.ceil(x1 / fx),
+                )
         # One tuple write each: the worker reads them between iterations.
-        settings.index = layer_io.plane_index(self._image_layer, self.viewer.dims.point, settings.image)
-        settings.region = layer_io.visible_region(self.viewer, self._image_layer, settings.image)
+        settings.index, settings.region = index, region
 
     def _on_enabled_toggled(self, checked: bool) -> None:
         if self.settings is not None:

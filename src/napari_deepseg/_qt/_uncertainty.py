@@ -33,34 +33,55 @@ def show_uncertainty(
     viewer: napari.viewer.Viewer, image_layer: Any, uncertainty: np.ndarray, below: Any = None
 ) -> Image:
     """Write ``uncertainty`` (0 certain .. 1 uniform) into the image's uncertainty layer, creating it
-    if needed, aligned with the image's last ``uncertainty.ndim`` axes. A new layer goes just below
+    if needed, over the level of the image it was computed on (by shape). A new layer goes just below
     ``below`` (the strokes) and leaves the layer selection as it was."""
     key = uncertainty_key(image_layer)
     layer = _results.find_result(viewer, key, Image)
     if layer is not None and layer.ndim != uncertainty.ndim:  # a stack's prediction after a plane's preview
         viewer.layers.remove(layer)
         layer = None
+    scale, translate = level_placement(image_layer, uncertainty.shape)
     if layer is None:
-        with keep_selection(viewer):
-            layer = viewer.add_image(
-                uncertainty,
-                name=key,
-                colormap="magma",
-                contrast_limits=(0.0, 1.0),
-                opacity=0.5,
-                metadata={_results.RESULT_KEY: key, layer_io.PREVIEW_METADATA_KEY: True},
-            )
-            if below is not None and layer_io.in_viewer(viewer, below):
-                viewer.layers.move(viewer.layers.index(layer), viewer.layers.index(below))
-    else:
-        layer.data = uncertainty
-    n = uncertainty.ndim
+        layer = Image(
+            uncertainty,
+            name=key,
+            colormap="magma",
+            contrast_limits=(0.0, 1.0),
+            opacity=0.5,
+            scale=scale,
+            translate=translate,
+            metadata={_results.RESULT_KEY: key, layer_io.PREVIEW_METADATA_KEY: True},
+        )
+        insert_below(viewer, layer, below)
+        return layer
+    layer.data = uncertainty
     # Only when they differ: each assignment refreshes the layer (slice, thumbnail, texture).
-    if not np.array_equal(layer.scale, image_layer.scale[-n:]):
-        layer.scale = image_layer.scale[-n:]
-    if not np.array_equal(layer.translate, image_layer.translate[-n:]):
-        layer.translate = image_layer.translate[-n:]
+    if not np.array_equal(layer.scale, scale):
+        layer.scale = scale
+    if not np.array_equal(layer.translate, translate):
+        layer.translate = translate
     return layer
+
+
+def level_placement(image_layer: Any, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(scale, translate) of an array of ``shape`` (the last axes of one of ``image_layer``'s
+    levels, the one it was computed on) that put it over the image as napari shows that level:
+    level ``k`` scaled by its downsample factor."""
+    scale, translate = layer_io.level_transform(image_layer, tuple(shape))
+    n = len(shape)
+    return scale[-n:], translate[-n:]
+
+
+def insert_below(viewer: napari.viewer.Viewer, layer: Any, below: Any = None) -> None:
+    """Add ``layer`` just below ``below`` (on top without it), the layer selection unchanged.
+
+    Inserted where it goes rather than added on top and moved: a move is one more round of
+    napari's layer-list, canvas-order and layer-controls updates in a step that already costs
+    the GUI thread ~100 ms (the layer's controls and vispy visuals)."""
+    layers = viewer.layers
+    index = layers.index(below) if below is not None and layer_io.in_viewer(viewer, below) else len(layers)
+    with keep_selection(viewer):
+        layers.insert(index, layer)
 
 
 @contextmanager
