@@ -5,9 +5,10 @@ the rounds:
 
 - ``reference``: the reference implementation of the same network, fp32, the plain loop its users
   write (random batch, cross-entropy with an ignore index, Adam): segmentation-models-pytorch
-  (``pip install ".[bench]"``) ``Unet('vgg16_bn')`` and ``DeepLabV3Plus('resnet50')``; torchvision
-  ``fcn_resnet50`` for FCN (no library ships FCN-8s/VGG16; torchvision's FCN is a dilated ResNet-50
-  head at 1/8, so that row is a "nearest reference", not the same network).
+  (``pip install ".[bench]"``) ``Unet`` on our default encoder (``resnet34``) and
+  ``DeepLabV3Plus('resnet50')``; torchvision ``fcn_resnet50`` for FCN (no library ships
+  FCN-8s/VGG16; torchvision's FCN is a dilated ResNet-50 head at 1/8, so that row is a "nearest
+  reference", not the same network).
 - ``ours fp32``: our network in the same plain fp32 loop (same network => ratio <= 1.0 target).
 - ``ours default``: one iteration of ``Trainer.run()`` with default settings (precision auto:
   bf16 autocast + channels_last on CPUs with AMX/AVX512-BF16), including patch sampling and
@@ -35,7 +36,7 @@ import torch.nn.functional as F
 
 from napari_deepseg import Trainer, TrainingConfig
 from napari_deepseg._device import cpu_has_fast_bf16, resolve_precision
-from napari_deepseg.models import build_model
+from napari_deepseg.models import architecture_spec, build_model
 
 BATCH, SIZE, CLASSES = 4, 256, 3
 
@@ -61,9 +62,11 @@ def _references() -> dict[str, tuple[str, Callable[[], torch.nn.Module]]]:
             file=sys.stderr,
         )
         return refs
+    # The same network as our default: smp's U-Net on our default encoder (ResNet-34 since issue 8).
+    unet_encoder = architecture_spec("unet").default_encoder
     refs["unet"] = (
-        "smp Unet('vgg16_bn')",
-        lambda: smp.Unet("vgg16_bn", encoder_weights=None, classes=CLASSES),
+        f"smp Unet('{unet_encoder}')",
+        lambda: smp.Unet(unet_encoder, encoder_weights=None, classes=CLASSES),
     )
     refs["deeplabv3plus"] = (
         "smp DeepLabV3Plus('resnet50')",
