@@ -4,6 +4,7 @@ the user looks at, shows the previews (classes and uncertainty) and answers "Whe
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -19,11 +20,9 @@ from ._preview_job import Preview, PreviewSettings
 if TYPE_CHECKING:
     import napari
 
-# From Start to the first preview layer: after the loss plot's Start frame (its layout at 100 ms,
-# its draw next, 100-250 ms each on a busy CPU), or Qt runs the overdue timers back to back, one
-# stall. Between the two layers: from the end of the first.
-FIRST_LAYER_DELAY_MS = 600
-LAYER_DELAY_MS = 200
+# From Start to the first preview layer, and from the end of one layer to the next: each in a
+# turn of its own, added before the worker starts (its model build competes for the cores).
+LAYER_DELAY_MS = 50
 THUMBNAIL_DELAY_MS = 300  # from a preview to its layers' thumbnails ...
 THUMBNAIL_GAP_MS = 50  # ... each a turn apart
 
@@ -153,6 +152,7 @@ class TrainPreview(QWidget):
         self._uncertainty_layer: Any = None
         self._uncertainty_buffer: np.ndarray | None = None  # what that layer shows, ours
         self._stale_thumbnails: list[Any] = []  # layers whose thumbnail a preview left behind
+        self._ready: Callable[[], Any] | None = None  # what begin() calls once the layers are in
         self.uncertainty_checkbox, self.where_button = _uncertainty.uncertainty_row(self, "preview")
         # Timers, not posted events: Qt runs the viewer's overdue timers before them.
         self._layers_timer = QTimer(self, singleShot=True, interval=LAYER_DELAY_MS, timeout=self._add_layers)
@@ -171,16 +171,31 @@ class TrainPreview(QWidget):
         ):
             emitter.connect(self.update_view)
 
-    def begin(self, settings: PreviewSettings, image_layer: Any, labels_layer: Any, num_classes: int) -> None:
-        """A run starts: preview ``image_layer`` (the first pair) with ``settings``."""
-        self.settings, self.last = settings, None
+    def begin(
+        self,
+        settings: PreviewSettings,
+        image_layer: Any,
+        labels_layer: Any,
+        num_classes: int,
+        ready: Callable[[], Any] = lambda: None,
+    ) -> None:
+        """A run starts: preview ``image_layer`` (the first pair) with ``settings``; ``ready`` is
+        called once the run's preview layers are in the viewer (at once without a preview)."""
+        self.settings, self.last, self._ready = settings, None, ready
         self._image_layer, self._labels_layer = image_layer, labels_layer
         settings.enabled = self.enabled_checkbox.isChecked()
         self.update_view()
         self.layer = PreviewLayer(self.viewer, image_layer, labels_layer, num_classes)
         self._uncertainty_layer = self._uncertainty_buffer = None
         if settings.enabled:  # the layers are added once Start has returned, one per turn
-            self._layers_timer.start(FIRST_LAYER_DELAY_MS)
+            self._layers_timer.start(LAYER_DELAY_MS)
+        else:
+            self._call_ready()
+
+    def _call_ready(self) -> None:
+        ready, self._ready = self._ready, None
+        if ready is not None:
+            ready()
 
     def _add_layers(self) -> None:
         """Add the run's empty preview layers, each in a turn of the event loop of its own: adding a
@@ -188,13 +203,16 @@ class TrainPreview(QWidget):
         much to add both while Start is handled. A preview that comes first adds its own."""
         settings = self.settings
         if settings is None or not settings.enabled or self.layer is None:
+            self._call_ready()
             return
         if self.layer.layer is None:
             self.layer.create_empty(settings.plane_shape)
-            if self.uncertainty_checkbox.isChecked():
+            if self.uncertainty_checkbox.isChecked() and self._uncertainty_layer is None:
                 self._layers_timer.start(LAYER_DELAY_MS)  # the uncertainty layer next time
+                return
         elif self.uncertainty_checkbox.isChecked() and self._uncertainty_layer is None:
             self._show_uncertainty(np.zeros(settings.plane_shape, np.float32))
+        self._call_ready()
 
     def end(self) -> None:
         """The run ended: stop following the camera; the last preview stays for "Where next?"."""

@@ -179,7 +179,6 @@ class TrainWidget(QWidget):
             },
         )
         display = architecture_spec(architecture).display_name
-        self.preview.begin(preview, image_layer, labels_layer, inputs.num_classes)
         live = LiveLabels(self.viewer, [labels for _, labels in pairs])
         run = TrainingRun(
             worker=worker,
@@ -196,7 +195,9 @@ class TrainWidget(QWidget):
         run.progress = RunProgress(
             self.progress_bar, run.progress_total, percent=config.max_minutes is not None
         )
-        worker.start()
+        # The worker starts once the preview layers are in (~100 ms of GUI thread each): its
+        # model build would otherwise compete with them for the cores.
+        self.preview.begin(preview, image_layer, labels_layer, inputs.num_classes, ready=worker.start)
 
     def toggle_pause(self) -> None:
         """Pause after the current iteration, or resume a paused run."""
