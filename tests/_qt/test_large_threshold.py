@@ -180,3 +180,92 @@ def test_large_result_falls_back_to_memory_maps_without_zarr_and_leaves_nothing_
     with pytest.raises(InterruptedError):
         _large_labels.predict_to_zarr(model, image, None, None, lambda: True)
     assert set(stores("napari-deepseg-labels-*")) == before  # the stopped one left no store
+
+
+@pytest.fixture
+def stores(tmp_path, monkeypatch):
+    """Temporary stores go under ``tmp_path``; the stores there now."""
+    monkeypatch.setattr(_large_labels, "store_root", lambda: tmp_path)
+    return lambda: sorted(p.name for p in tmp_path.glob("napari-deepseg-labels-*"))
+
+
+def test_a_single_level_large_result_is_read_only_and_its_editable_copy_can_be_painted(
+    qtbot, widget, model, large, stores, monkeypatch
+):
+    viewer, widget = widget
+    monkeypatch.setattr(_large_labels, "PYRAMID_MIN", 256)  # one level: napari would let it be painted
+    image, _ = sample_data.load_fluorescence_sample()
+    viewer.add_image(image, name="big")
+    layer = _predict(qtbot, widget)
+    assert not layer.multiscale and isinstance(layer.data, _large_labels.ThresholdedLevel)
+    assert not layer.editable and "read-only" in widget.status_label.text()
+    widget.threshold_slider.setValue(60)  # napari makes a layer editable on every data change
+    assert isinstance(layer.data, _large_labels.ThresholdedLevel) and not layer.editable
+    assert widget.copy_button.isVisibleTo(widget) and widget.copy_button.isEnabled()
+
+    widget.copy_button.click()
+    copy = viewer.layers[-1]
+    expected = apply_threshold(model.predict_compact(image), 0.6)
+    assert copy is not layer and copy.editable and not layer.visible
+    assert isinstance(copy.data, np.ndarray) and "deepseg_result" not in copy.metadata
+    np.testing.assert_array_equal(copy.data, expected)
+    y, x = np.argwhere(expected != 1)[0]
+    copy.paint((y, x), 1)  # a brush stroke
+    assert copy.data[y, x] == 1 and (copy.data != expected).sum() > 0
+    widget.threshold_slider.setValue(20)  # the slider still changes the result, not the copy
+    assert layer.data.min_probability == 0.2 and copy.data[y, x] == 1
+    np.testing.assert_array_equal(np.asarray(layer.data), apply_threshold(model.predict_compact(image), 0.2))
+
+    monkeypatch.setattr(_large_labels, "EDITABLE_PIXELS", 100)  # too large to copy: refused, says so
+    with qtbot.waitSignal(widget.prediction_failed) as failed:
+        assert widget.editable_copy() is None
+    assert "too many to copy" in failed.args[0] and len(viewer.layers) == 3
+
+
+def test_a_new_result_or_deleting_its_layer_removes_the_temporary_store(qtbot, widget, large, stores):
+    viewer, widget = widget
+    image, _ = sample_data.load_fluorescence_sample()
+    viewer.add_image(image, name="big")
+    kept = []
+    for _ in range(3):
+        layer = _predict(qtbot, widget)
+        kept.append(stores())
+        assert widget.large.path.parent.name in kept[-1]
+    assert [len(k) for k in kept] == [1, 1, 1] and len({k[0] for k in kept}) == 3  # one, a new one each time
+    assert str(widget.large.path) in widget.status_label.text()
+    viewer.add_points(name="other")
+    viewer.layers.remove("other")  # another layer deleted: the result stays
+    assert stores() == kept[-1] and widget.large is not None
+    viewer.layers.remove(layer)
+    assert stores() == [] and widget.large is None and not widget.copy_button.isVisibleTo(widget)
+
+
+@pytest.mark.parametrize("with_zarr", [True, False])
+def test_predict_to_a_given_path_refuses_a_used_folder_and_removes_only_what_it_made(
+    model, tmp_path, monkeypatch, with_zarr
+):
+    monkeypatch.setattr(_large_labels, "PYRAMID_MIN", 128)
+    if not with_zarr:
+        monkeypatch.setitem(sys.modules, "zarr", None)
+    image = np.random.default_rng(0).integers(0, 256, (150, 200)).astype(np.float32)
+    used = tmp_path / "mine.zarr"
+    folder = used if with_zarr else used.with_suffix("")  # where each writes
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="already exists"):
+        _large_labels.predict_to_zarr(model, image, None, None, None, path=used)
+    assert [p.name for p in folder.iterdir()] == ["notes.txt"]
+
+    (folder / "notes.txt").unlink()  # an empty folder is used, and emptied again when stopped
+    with pytest.raises(InterruptedError):
+        _large_labels.predict_to_zarr(model, image, None, None, lambda: True, path=used)
+    assert folder.is_dir() and list(folder.iterdir()) == []
+    new = tmp_path / "new.zarr"  # a new path: gone again when stopped
+    with pytest.raises(InterruptedError):
+        _large_labels.predict_to_zarr(model, image, None, None, lambda: True, path=new)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [folder.name]
+    result = _large_labels.predict_to_zarr(model, image, None, None, None, path=used)
+    assert not result.temporary and result.path == folder
+    result.remove()  # a given path is never deleted
+    labels = np.asarray(result.labels(0.5)[0])
+    np.testing.assert_array_equal(labels, apply_threshold(model.predict_compact(image), 0.5))

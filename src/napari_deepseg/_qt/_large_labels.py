@@ -2,13 +2,15 @@
 
 Above :data:`LARGE_PIXELS` the Predict widget does not keep the compact result (2 bytes per pixel)
 in memory but streams it through ``SegmentationModel.predict_compact(out=...)`` into a zarr store
-with 1024-pixel chunks (a temporary directory removed when napari exits, or a given path), with
+with 1024-pixel chunks (a temporary directory under :func:`store_root`, in the user's cache, removed
+when the Predict widget no longer shows it and at the latest when napari exits; or a given path), with
 strided copies (every 2nd, 4th, ... pixel) down to :data:`PYRAMID_MIN` pixels a side written
 from the same bands. The Labels layer's data are :class:`ThresholdedLevel` views of those levels
 that threshold what napari reads of them; napari reads the visible chunks of one level (and the
 smallest level whole, for the thumbnail), so a slider move (views at the new threshold swapped in)
 re-thresholds only those and never runs the network. Asked for whole (``np.asarray``, saving the
-layer), a level is thresholded band by band.
+layer), a level is thresholded band by band. The views are read-only: the layer is made
+non-editable (:func:`set_read_only`), and an editable copy in memory is made on request.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import platformdirs
 
 from ..prediction import CompactProbabilities, apply_threshold, label_dtype
 from ..segmentation_model import SegmentationModel
@@ -28,7 +31,16 @@ from ..threshold import check_min_probability
 
 LARGE_PIXELS = 64 * 2**20  # pixels (all planes) above which the result goes to disk
 CHUNK = 1024
+EDITABLE_PIXELS = 4 * LARGE_PIXELS  # at most this many pixels (level 0) for an editable copy in memory
 PYRAMID_MIN = 1024  # the smallest level has at most this many pixels a side
+
+
+def set_read_only(layer: Any) -> None:
+    """Make ``layer`` non-editable when it shows :class:`ThresholdedLevel` views (napari makes a
+    single-level Labels layer editable on every data change, and painting into a view would fail)."""
+    data = layer.data[0] if layer.multiscale else layer.data
+    if isinstance(data, ThresholdedLevel):
+        layer.editable = False
 
 
 class ThresholdedLevel:
@@ -70,14 +82,21 @@ def _threshold_window(compact: CompactProbabilities, index: Any, min_probability
 class LargeLabels:
     """A compact result on disk: ``levels`` (full resolution first, then every 2nd, 4th, ...
     pixel), each a :class:`CompactProbabilities` of two zarr arrays (or memory-mapped ``.npy``
-    files without zarr), in the store at ``path``."""
+    files without zarr), in the store at ``path``; ``temporary``: a store of our own, in a folder
+    of its own that :meth:`remove` deletes (a given path is never deleted)."""
 
     levels: tuple[CompactProbabilities, ...]
     path: Path
+    temporary: bool = False
 
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(int(n) for n in self.levels[0].shape)
+
+    @property
+    def size(self) -> int:
+        """Pixels at full resolution."""
+        return int(np.prod(self.shape))
 
     def labels(self, min_probability: float) -> Any:
         """The data of a labels layer at ``min_probability``: a :class:`ThresholdedLevel` of every
@@ -90,6 +109,11 @@ class LargeLabels:
         """Whether ``layer`` shows this result (the user may have replaced its data)."""
         data = layer.data[0] if layer.multiscale else layer.data
         return isinstance(data, ThresholdedLevel) and data.compact is self.levels[0]
+
+    def remove(self) -> None:
+        """Delete a temporary store (no layer may show it any more); a given path stays."""
+        if self.temporary:
+            _remove(self.path.parent)
 
 
 def _chunk_shape(shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -134,10 +158,29 @@ def is_large(model: SegmentationModel, data: Any, channel_axis: int | None) -> b
     return int(np.prod(model.view(data, channel_axis).labels_shape)) > LARGE_PIXELS
 
 
+def store_root() -> Path:
+    """Where temporary stores go: ``labels`` in the user's cache folder of napari-deepseg."""
+    return Path(platformdirs.user_cache_dir("napari-deepseg")) / "labels"
+
+
 def _temporary_store() -> Path:
-    path = Path(tempfile.mkdtemp(prefix="napari-deepseg-labels-"))
+    root = store_root()
+    root.mkdir(parents=True, exist_ok=True)
+    path = Path(tempfile.mkdtemp(prefix="napari-deepseg-labels-", dir=root))
     atexit.register(shutil.rmtree, path, ignore_errors=True)
     return path / "result.zarr"
+
+
+def _claim(folder: Path) -> bool:
+    """Refuse a ``folder`` that is a file or holds anything; whether this call creates it."""
+    if folder.exists():
+        if not folder.is_dir() or any(folder.iterdir()):
+            raise FileExistsError(
+                f"Cannot write the result to {folder}: it already exists and is not an empty "
+                "folder. Choose a new path (nothing there was changed)."
+            )
+        return False
+    return True
 
 
 def predict_to_zarr(
@@ -150,49 +193,68 @@ def predict_to_zarr(
 ) -> LargeLabels:
     """Predict the compact result of ``data`` (and its pyramid) into a new zarr store at ``path``
     (a temporary store by default), or into a folder of memory-mapped ``.npy`` files when zarr (an
-    optional extra) is not installed. A failed or cancelled prediction leaves no store behind."""
+    optional extra) is not installed (``path`` without its suffix). A given path must not exist or
+    be an empty folder (``FileExistsError`` otherwise). A failed or cancelled prediction leaves no
+    store behind and removes only what it created."""
     try:
         import zarr
     except ImportError:
         zarr = None
+    shapes = level_shapes(model.view(data, channel_axis).labels_shape)  # may refuse the image
     temporary = path is None
     store = Path(path) if path is not None else _temporary_store()
-    shapes = level_shapes(model.view(data, channel_axis).labels_shape)
-    dtypes = {"best_class": label_dtype(model.num_classes), "best_probability": np.uint8}
-    arrays: dict[str, list[Any]] = {}
     if zarr is None:
         store = store.with_suffix("")
+    created = temporary or _claim(store)
+    arrays: dict[str, list[Any]] = {}
+    try:
+        _open_arrays(arrays, store, zarr, model, shapes)
+        out = CompactProbabilities(
+            _Pyramid(arrays["best_class"]), _Pyramid(arrays["best_probability"]), model.num_classes
+        )
+        model.predict_compact(
+            data, out=out, channel_axis=channel_axis, progress=progress, should_stop=should_stop
+        )
+    except BaseException:
+        for opened in arrays.values():  # memory maps must be closed before their files go (the
+            opened.clear()  # traceback's frames still hold the pyramids, which share these lists)
+        if temporary:
+            _remove(store.parent)
+        elif created:
+            _remove(store)
+        elif store.is_dir():  # an empty folder before: empty again
+            for child in store.iterdir():
+                _remove(child)
+        raise
+    levels = tuple(
+        CompactProbabilities(c, p, model.num_classes)
+        for c, p in zip(arrays["best_class"], arrays["best_probability"])
+    )
+    return LargeLabels(levels, store, temporary)
+
+
+def _open_arrays(
+    arrays: dict[str, list[Any]], store: Path, zarr: Any, model: SegmentationModel, shapes: list[Any]
+) -> None:
+    """Create every level's two arrays in ``store`` (into ``arrays``, so a failure part way leaves
+    what was opened for the caller to close)."""
+    dtypes = {"best_class": label_dtype(model.num_classes), "best_probability": np.uint8}
+    if zarr is None:
         store.mkdir(parents=True, exist_ok=True)
         for name, dtype in dtypes.items():
             arrays[name] = [
                 np.lib.format.open_memmap(store / f"{name}-{k}.npy", mode="w+", dtype=dtype, shape=shape)
                 for k, shape in enumerate(shapes)
             ]
-    else:
-        root = zarr.open_group(str(store), mode="w")
-        root.attrs.update({"num_classes": model.num_classes, "class_names": list(model.class_names)})
-        for name, dtype in dtypes.items():
-            group = root.create_group(name)
-            arrays[name] = [
-                group.create_array(str(k), shape=shape, chunks=_chunk_shape(shape), dtype=dtype)
-                for k, shape in enumerate(shapes)
-            ]
-    out = CompactProbabilities(
-        _Pyramid(arrays["best_class"]), _Pyramid(arrays["best_probability"]), model.num_classes
-    )
-    try:
-        model.predict_compact(
-            data, out=out, channel_axis=channel_axis, progress=progress, should_stop=should_stop
-        )
-    except BaseException:
-        del out, arrays  # memory maps must be closed before their files go
-        _remove(store.parent if temporary else store)
-        raise
-    levels = tuple(
-        CompactProbabilities(c, p, model.num_classes)
-        for c, p in zip(arrays["best_class"], arrays["best_probability"])
-    )
-    return LargeLabels(levels, store)
+        return
+    root = zarr.open_group(str(store), mode="w")
+    root.attrs.update({"num_classes": model.num_classes, "class_names": list(model.class_names)})
+    for name, dtype in dtypes.items():
+        group = root.create_group(name)
+        arrays[name] = [
+            group.create_array(str(k), shape=shape, chunks=_chunk_shape(shape), dtype=dtype)
+            for k, shape in enumerate(shapes)
+        ]
 
 
 def _remove(path: Path) -> None:

@@ -12,7 +12,7 @@ from napari.utils.colormaps import DirectLabelColormap
 from ..prediction import CompactProbabilities, apply_threshold
 from ..segmentation_model import SegmentationModel
 from . import layers as layer_io
-from ._large_labels import LargeLabels
+from ._large_labels import LargeLabels, ThresholdedLevel, set_read_only
 
 RESULT_KEY = "deepseg_result"  # metadata of layers we created: "<input layer name> <role>"
 
@@ -42,6 +42,7 @@ def show_labels(viewer: Any, image: Image, model: SegmentationModel, labels: Any
         layer = viewer.add_labels(labels, name=key, opacity=0.6)
     else:
         layer.data = labels
+    set_read_only(layer)  # views of a large result cannot be painted into
     layer.metadata.update({RESULT_KEY: key, "class_names": list(model.class_names)})
     layer.features = {
         "index": np.arange(model.num_classes + 1),
@@ -73,9 +74,32 @@ def replace_levels(layer: Labels, data: Any) -> None:
     until the next draw that would be shown)."""
     level, corners = layer.data_level, layer.corner_pixels.copy()
     layer.data = data  # reads the smallest level: the thumbnail's
+    set_read_only(layer)  # napari made a single-level layer editable again
     if layer.multiscale:
         layer.corner_pixels = corners
         layer.data_level = level  # reads the visible part of this level when it is another one
+
+
+def editable_copy(viewer: Any, layer: Labels) -> Labels:
+    """A new, editable Labels layer in memory with the full-resolution labels ``layer`` shows (the
+    views of a large result, at their threshold) over it, with its colours, classes and transform;
+    ``layer`` is hidden. The copy is not a result: later predictions and the slider leave it alone."""
+    view = layer.data[0] if layer.multiscale else layer.data
+    if not isinstance(view, ThresholdedLevel):
+        raise TypeError(f"'{layer.name}' does not show a large result")
+    metadata = {k: v for k, v in layer.metadata.items() if k != RESULT_KEY}
+    copy = viewer.add_labels(
+        np.asarray(view),
+        name=f"{layer.name} (editable)",
+        opacity=layer.opacity,
+        scale=layer.scale,
+        translate=layer.translate,
+        metadata=metadata,
+    )
+    copy.colormap = layer.colormap
+    copy.features = layer.features
+    layer.visible = False
+    return copy
 
 
 def show_probabilities(

@@ -2,7 +2,9 @@
 cached ``CompactProbabilities`` (2 bytes per pixel) with :func:`apply_threshold`, never the network
 (for a large image, on disk: lazy views at the new threshold, of which napari computes what it shows).
 The uncertainty layer and "Where next?" come from the same cached result. A result hides the
-Train widget's preview of the same image, whose colours would otherwise show through unclassified pixels."""
+Train widget's preview of the same image, whose colours would otherwise show through unclassified pixels.
+A large result's layer is read-only ("Editable copy" copies it into memory when it fits); its temporary
+store is deleted when a new result replaces it or its layer is deleted from the viewer."""
 
 from __future__ import annotations
 
@@ -28,7 +30,7 @@ from superqt.utils import FunctionWorker, create_worker
 
 from ..prediction import CompactProbabilities, apply_threshold
 from ..segmentation_model import SegmentationModel
-from . import _results
+from . import _large_labels, _results
 from . import layers as layer_io
 from ._export_dialog import ExportRow
 from ._image_picker import ImagePicker
@@ -96,6 +98,12 @@ class PredictWidget(QWidget):
         self.cancel_button.setEnabled(False)
         self.progress_bar = QProgressBar()
         self.progress_bar.setVisible(False)
+        self.copy_button = QPushButton("Editable copy")
+        self.copy_button.setToolTip(
+            "The result of a large image is read-only: copy it at this threshold into an editable "
+            "Labels layer in memory (the result is hidden; the slider no longer changes the copy)."
+        )
+        self.copy_button.setVisible(False)  # shown for large results only
         self.status_label = QLabel("")
         self.status_label.setWordWrap(True)
 
@@ -110,6 +118,7 @@ class PredictWidget(QWidget):
         layout.addRow(self.uncertainty)
         layout.addRow(row(self.predict_button, self.cancel_button))
         layout.addRow(self.progress_bar)
+        layout.addRow(self.copy_button)
         layout.addRow(self.status_label)
 
         self.load_button.clicked.connect(self._ask_model_file)
@@ -117,6 +126,8 @@ class PredictWidget(QWidget):
         self.threshold_slider.valueChanged.connect(self._on_threshold_changed)
         self.predict_button.clicked.connect(self.predict)
         self.cancel_button.clicked.connect(self.cancel)
+        self.copy_button.clicked.connect(self.editable_copy)
+        napari_viewer.layers.events.removed.connect(self._on_layer_removed)
         self._progress_timer = QTimer(self, interval=100, timeout=self._show_progress)
         stop = self._stop  # not self: the slot outlives the widget; destroyed's argument is dropped
         self.destroyed.connect(lambda *_: stop.set())  # the viewer or the dock closed: the worker stops
@@ -274,13 +285,53 @@ class PredictWidget(QWidget):
         self.compact, self.result_layer = _results.show_result(
             self._viewer, image, model, result, self.min_probability
         )
-        self.large = result[1] if isinstance(result[1], LargeLabels) else None
+        self._set_large(result[1] if isinstance(result[1], LargeLabels) else None)
         self.uncertainty.set_result(image, self.result_layer, self.compact)  # None: a large image
         hidden = _results.hide_training_preview(
             self._viewer, image
         )  # else it shows through unclassified pixels
         self.status_label.setText(result_text(image.name, self.result_layer.name, hidden, result[1]))
         self.prediction_finished.emit(self.result_layer)
+
+    # ---- large results ------------------------------------------------------------------------
+    def _shown(self, large: LargeLabels) -> bool:
+        return any(isinstance(la, Labels) and large.is_shown_by(la) for la in self._viewer.layers)
+
+    def _set_large(self, large: LargeLabels | None) -> None:
+        """Keep ``large`` (or none); the store of the one it replaces goes unless a layer shows it."""
+        old, self.large = self.large, large
+        if old is not None and old is not large and not self._shown(old):
+            old.remove()
+        fits = large is not None and large.size <= _large_labels.EDITABLE_PIXELS
+        try:
+            self.copy_button.setVisible(large is not None)
+            self.copy_button.setEnabled(fits)
+        except RuntimeError:  # the dock was closed
+            return
+
+    def _on_layer_removed(self, *_: Any) -> None:
+        if self.large is not None and not self._shown(self.large):  # its layer was deleted
+            self._set_large(None)
+
+    def editable_copy(self, *_: Any) -> Labels | None:
+        """Copy the large result shown (at its threshold) into an editable Labels layer in memory."""
+        layer, large = self.result_layer, self.large
+        if layer is None or large is None or layer not in self._viewer.layers or not large.is_shown_by(layer):
+            self._fail("No large result to copy: predict a large image first.")
+            return None
+        if large.size > _large_labels.EDITABLE_PIXELS:
+            self._fail(
+                f"The result has {large.size / 2**20:.0f} M pixels, too many to copy into "
+                f"memory (at most {_large_labels.EDITABLE_PIXELS / 2**20:.0f} M): predict a crop or a "
+                "coarser level to edit it."
+            )
+            return None
+        copy_layer = _results.editable_copy(self._viewer, layer)
+        self.status_label.setText(
+            f"Copied '{layer.name}' at {self.threshold_slider.value()} % into '{copy_layer.name}', "
+            f"which you can edit; '{layer.name}' is hidden and the slider still changes it only."
+        )
+        return copy_layer
 
     # ---- threshold ----------------------------------------------------------------------------
     def _on_threshold_changed(self, value: int) -> None:
