@@ -53,9 +53,13 @@ def result_text(image: str, result: str, hidden_preview: str | None, large: Any 
         text += (
             f" The image is too large to hold in memory: its result is on disk in {large.path}, "
             "thresholded chunk by chunk as you view it (the slider re-thresholds what is shown), "
-            "without per-class probabilities or uncertainty. The layer is read-only: 'Editable copy' "
-            "copies it into an editable Labels layer in memory. The store is deleted when a new "
-            "result replaces it, its layer is deleted, or napari exits."
+            "without per-class probabilities or uncertainty. The layer is read-only: "
+            + (
+                "'Editable copy' copies it into an editable Labels layer in memory."
+                if large.size <= _large_labels.EDITABLE_PIXELS
+                else "it is too large to copy into memory; predict a crop or a coarser level to edit it."
+            )
+            + " The store is deleted when a new result replaces it, its layer is deleted, or napari exits."
         )
     if hidden_preview:
         text += f" Hid the training preview '{hidden_preview}' (its eye in the layer list shows it again)."
