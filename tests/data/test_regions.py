@@ -8,7 +8,16 @@ import numpy as np
 import pytest
 
 from napari_deepseg.data.pairs import ImageSlices
-from napari_deepseg.data.regions import CELL, Box, SparseLabels, assemble, read_labels, scan_labels
+from napari_deepseg.data.regions import (
+    CELL,
+    TILE,
+    Box,
+    Region,
+    SparseLabels,
+    assemble,
+    read_labels,
+    scan_labels,
+)
 
 zarr = pytest.importorskip("zarr")
 
@@ -72,10 +81,56 @@ def test_every_stroke_pixel_lies_in_one_box_with_its_margin_and_the_area_stays_n
 
 def test_a_ring_around_a_dot_gives_one_box_not_two_overlapping():
     labels = np.zeros((1280, 1280), np.uint8)
-    labels[64 * 2, 64 * 2 : 64 * 18] = labels[64 * 17, 64 * 2 : 64 * 18] = 1
-    labels[64 * 2 : 64 * 18, 64 * 2] = labels[64 * 2 : 64 * 18, 64 * 17] = 1
-    labels[64 * 10, 64 * 10] = 2
-    assert scan_labels(labels).boxes(0) == [Box(0, 128, 128, 1152, 1152)]  # cells 2..17
+    labels[64 * 2 : 64 * 12, 64 * 2 : 64 * 12] = 1  # a ring three cells thick: its box is mostly full
+    labels[64 * 5 : 64 * 9, 64 * 5 : 64 * 9] = 0
+    labels[64 * 7, 64 * 7] = 2
+    assert scan_labels(labels).boxes(0) == [Box(0, 128, 128, 768, 768)]  # cells 2..11
+
+
+def cover(regions, shape):
+    """How many cores and how many boxes hold each pixel."""
+    cores, boxes = np.zeros(shape, np.int64), np.zeros(shape, np.int64)
+    for r in regions:
+        cores[r.core.slice_index, r.core.top : r.core.bottom, r.core.left : r.core.right] += 1
+        boxes[r.box.slice_index, r.box.top : r.box.bottom, r.box.left : r.box.right] += 1
+    return cores, boxes
+
+
+def test_a_thin_ring_is_cut_into_tiles_whose_cores_hold_each_stroke_pixel_once():
+    labels = np.zeros((1, 1280, 1280), np.uint8)
+    labels[0, 64 * 2, 64 * 2 : 64 * 18] = labels[0, 64 * 17, 64 * 2 : 64 * 18] = 1
+    labels[0, 64 * 2 : 64 * 18, 64 * 2] = labels[0, 64 * 2 : 64 * 18, 64 * 17] = 1
+    labels[0, 64 * 10, 64 * 10] = 2
+    scan = scan_labels(labels)
+    assert scan.boxes(0) == [  # the painted cells of each 512-pixel tile: disjoint
+        Box(0, 128, 128, 512, 512),
+        Box(0, 128, 512, 192, 1024),
+        Box(0, 128, 1024, 512, 1152),
+        Box(0, 512, 128, 1024, 192),
+        Box(0, 512, 1088, 1024, 1152),
+        Box(0, 640, 640, 704, 704),  # the dot
+        Box(0, 1024, 128, 1152, 512),
+        Box(0, 1024, 1024, 1152, 1152),
+        Box(0, 1088, 512, 1152, 1024),
+    ]
+    # 38 % of the ring's bounding box (cells 2..17), which its single box held before.
+    assert sum(b.area for b in scan.boxes(0)) == 397312 < 0.38 * 1024**2
+    for margin in (0, 100):
+        found = scan.regions(margin)
+        cores, boxes = cover(found, labels.shape)
+        assert cores.max() == 1 and (cores[labels > 0] == 1).all()
+        for _, y, x in np.argwhere(labels):
+            (r,) = [r for r in found if r.core.top <= y < r.core.bottom and r.core.left <= x < r.core.right]
+            assert r.box.top <= max(y - margin, 0) and r.box.bottom >= min(y + margin + 1, 1280)
+            assert r.box.left <= max(x - margin, 0) and r.box.right >= min(x + margin + 1, 1280)
+            assert r.core.top % CELL == 0 and r.core.left % CELL == 0  # the split's block grid
+            tile = r.core.bottom - r.core.top <= TILE and r.core.right - r.core.left <= TILE
+            assert tile or r.core == r.box  # a tile, or a part kept whole
+    # 100 pixels of margin: the grown ring fills the slice, cutting it would hold more.
+    assert found == [Region(Box(0, 0, 0, 1280, 1280), Box(0, 0, 0, 1280, 1280))]
+    tiles = scan.regions(0)
+    crops = read_labels(labels, [r.box for r in tiles], [r.core for r in tiles])
+    assert sum(int(np.count_nonzero(c)) for c in crops) == np.count_nonzero(labels)  # each pixel once
 
 
 def test_empty_labels_give_no_box():

@@ -211,3 +211,41 @@ def test_numpy_dask_zarr_and_memmap_images_give_the_same_regions_and_patches(tmp
         for a, b in zip(run.sampler.sample(4), expected):
             np.testing.assert_array_equal(a, b)
     np.testing.assert_array_equal(stored[:], image)  # read, never written
+
+
+class LongSlide(Slide):
+    shape = (12000, 12000, 2)
+
+
+def test_a_diagonal_stroke_across_a_lazy_slide_holds_its_tiles_not_its_bounding_box():
+    import dask.array as da
+
+    side = LongSlide.shape[0]
+    # Two one-pixel diagonals from corner to corner, lazy: one connected part, whose bounding box
+    # is the whole slide.
+    labels = da.eye(side, chunks=3000, dtype=np.uint8) + 2 * da.eye(side, k=5, chunks=3000, dtype=np.uint8)
+    image = LongSlide()
+    data = TrainingSet(image, labels, fast_config(validation_fraction=0.2, patch_size=64))
+    pair = data._pairs[0]
+    held = sum(b.area for b in pair.regions.boxes)
+    # A tile of 512 pixels per 512 rows, with one cell of margin (640 x 640): 7 % of the slide, where
+    # the part's bounding box held all of it.
+    assert 0.06 * side**2 < held < 0.075 * side**2
+    assert image.pixels_read < 0.1 * side**2  # the normalisation's sample and the boxes alone
+    # Each painted pixel is in one core only: trained or held out once.
+    parts = pair.parts(0)
+    assert sum(int(np.count_nonzero(p.labels)) for p in parts) == 2 * side - 5
+    held_out = sum(int(m.sum()) for m in data._validation_masks(parts))
+    assert held_out > 0 and data.training_pixels + held_out == 2 * side - 5
+    # Patches around the strokes lie inside a box, where the slide's pixels are; their labels are
+    # the slide's (those of a neighbouring tile's core left out).
+    x, y = data.sampler.sample(64)
+    where = positions(data, x)
+    rows, cols = where[:, 0], where[:, 1]
+    truth = np.where(rows == cols, 1, 0) + np.where(cols == rows + 5, 2, 0)
+    assert ((y == truth) | (y == 0)).all() and (y > 0).sum() > 0.8 * (truth > 0).sum()
+    for patch in where:
+        assert any(
+            b.top <= patch[0].min() and patch[0].max() < b.bottom and b.left <= patch[1].min()
+            for b in pair.regions.boxes
+        )

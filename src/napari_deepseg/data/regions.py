@@ -4,7 +4,10 @@ dask, zarr), that hold labelled pixels, and a read-only snapshot that keeps only
 Labels are read in bands of rows, never whole, into a grid of ``CELL``-pixel cells that says which
 cells hold a labelled pixel. Grown by a margin and split into connected parts, the painted cells
 give a few disjoint boxes aligned to the cell grid (the validation split's block grid), which are
-all a run on a slide needs to read.
+all a run on a slide needs to read. A part whose box would be mostly empty (a long diagonal or
+L-shaped stroke, dots scattered over a slide) is cut instead on a fixed grid of ``TILE``-pixel
+tiles: each tile holding painted cells gives a region whose *core* (the tile) owns the labels
+and whose box adds the margin of image context around the tile's painted cells.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from .pairs import check_label_dtype, check_label_range
 from .split import BLOCK_SIZE
 
 CELL = BLOCK_SIZE  # boxes start on the split's blocks, so a crop's blocks are the slice's blocks
+TILE = 8 * CELL  # the grid a sparse part is cut on (a multiple of CELL: tiles are whole blocks)
 READ_BYTES = 16 * 2**20  # one band of rows read at a time
 # Images trained from the regions around their strokes rather than copied whole (pixels without
 # channels): numpy arrays above REGION_PIXELS, memory-mapped and lazy arrays above LAZY_PIXELS.
@@ -79,6 +83,18 @@ def read(
     return np.array(array[key], copy=True) if copy else np.asarray(array[key])
 
 
+@dataclass(frozen=True, order=True)
+class Region:
+    """Where a run reads around strokes: the image of ``box``, with the labels of ``core`` alone.
+
+    The cores of a scan's regions are disjoint and hold every labelled pixel once; a box holds
+    the margin of context around its core's labelled pixels and may overlap other boxes.
+    """
+
+    box: Box
+    core: Box
+
+
 @dataclass
 class LabelScan:
     """What one blockwise read of a labels array found.
@@ -98,14 +114,31 @@ class LabelScan:
     top: int
     low: int
 
-    def boxes(self, margin: int) -> list[Box]:
-        """Disjoint boxes that hold every labelled pixel with at least ``margin`` pixels of context
-        on each side (clipped at the borders), sorted by slice, then position."""
+    def regions(self, margin: int) -> list[Region]:
+        """Regions whose disjoint cores hold every labelled pixel, and whose boxes hold each with
+        at least ``margin`` pixels of context on each side (clipped at the borders), sorted by
+        slice, then position.
+
+        Each connected part of the painted cells grown by the margin gives its bounding box (its
+        own core), or, when that holds more pixels, the regions of :func:`tile_regions`.
+        """
         grow = math.ceil(margin / CELL)
-        found: list[Box] = []
+        found: list[Region] = []
         for s, cells in sorted(self.cells.items()):
-            found += [Box(s, *_to_pixels(b, self.shape[1:])) for b in cell_boxes(_grow(cells, grow))]
+            for part in cell_boxes(_grow(cells, grow)):
+                tiles = tile_regions(cells, part, grow)
+                if sum(_cell_area(b) for b, _ in tiles) < _cell_area(part):
+                    found += [Region(self._box(s, b), self._box(s, c)) for b, c in tiles]
+                else:
+                    found.append(Region(self._box(s, part), self._box(s, part)))
         return sorted(found)
+
+    def boxes(self, margin: int) -> list[Box]:
+        """The boxes of :meth:`regions` (disjoint for ``margin`` 0)."""
+        return [r.box for r in self.regions(margin)]
+
+    def _box(self, s: int, cells: tuple[int, int, int, int]) -> Box:
+        return Box(s, *_to_pixels(cells, self.shape[1:]))
 
 
 def scan_labels(labels: Any, *, read_bytes: int = READ_BYTES) -> LabelScan:
@@ -143,11 +176,20 @@ def scan_labels(labels: Any, *, read_bytes: int = READ_BYTES) -> LabelScan:
     return LabelScan((count, height, width), cells, top, low)
 
 
-def read_labels(labels: Any, boxes: list[Box]) -> list[np.ndarray]:
-    """int64 copies of the boxes of ``labels`` (``(..., H, W)``)."""
+def read_labels(labels: Any, boxes: list[Box], cores: list[Box] | None = None) -> list[np.ndarray]:
+    """int64 copies of the boxes of ``labels`` (``(..., H, W)``); with ``cores``, each box holds
+    only the labels of its core (0 elsewhere), and only those are read."""
+    if cores is None:
+        cores = boxes
     sparse = isinstance(labels, SparseLabels)
-    crops = [labels.crop(b) for b in boxes] if sparse else _read_boxes(labels, boxes)
-    return [crop.astype(np.int64) for crop in crops]
+    out = []
+    for box, core in zip(boxes, cores):
+        inner = box.intersection(core)
+        crop = np.zeros(box.shape, np.int64)
+        if inner is not None:
+            crop[inner.within(box)] = labels.crop(inner) if sparse else _read_boxes(labels, [inner])[0]
+        out.append(crop)
+    return out
 
 
 _ORIGIN = Box(0, 0, 0, 0, 0)  # a box's rows and columns within it are its own
@@ -244,6 +286,37 @@ def cell_boxes(grid: np.ndarray) -> list[tuple[int, int, int, int]]:
             if merged:
                 break
     return sorted(boxes)
+
+
+def tile_regions(
+    cells: np.ndarray, part: tuple[int, int, int, int], grow: int
+) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
+    """``(box, core)`` cell rectangles cutting the part box ``part`` of the painted ``cells`` on
+    the ``TILE`` grid: per tile holding painted cells, the core is the tile within the part and
+    the box the bounding box of those cells grown by ``grow`` cells (within the part, which
+    holds every grown cell of its painted cells)."""
+    top, left, bottom, right = part
+    k = TILE // CELL
+    out = []
+    for r0 in range(top // k * k, bottom, k):
+        rows = (max(r0, top), min(r0 + k, bottom))
+        band = cells[rows[0] : rows[1], left:right]
+        painted_cols = np.flatnonzero(band.any(axis=0)) + left
+        for c0 in sorted({int(c) // k * k for c in painted_cols}):
+            cols = (max(c0, left), min(c0 + k, right))
+            ys, xs = np.nonzero(cells[rows[0] : rows[1], cols[0] : cols[1]])
+            box = (
+                max(int(ys.min()) + rows[0] - grow, top),
+                max(int(xs.min()) + cols[0] - grow, left),
+                min(int(ys.max()) + rows[0] + 1 + grow, bottom),
+                min(int(xs.max()) + cols[0] + 1 + grow, right),
+            )
+            out.append((box, (rows[0], cols[0], rows[1], cols[1])))
+    return out
+
+
+def _cell_area(box: tuple[int, int, int, int]) -> int:
+    return (box[2] - box[0]) * (box[3] - box[1])
 
 
 def _grow(grid: np.ndarray, cells: int) -> np.ndarray:

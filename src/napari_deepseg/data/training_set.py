@@ -3,7 +3,8 @@ split and the patch sampler. Labels can be replaced while training runs (the use
 
 A large or lazy image (a slide, a dask / zarr / memory-mapped array: see
 :func:`.regions.trains_from_regions`) is not copied whole: only the boxes around its strokes are
-read (:mod:`.regions`), each a sub-image with the whole image's normalisation.
+read (:mod:`.regions`), each a sub-image with the whole image's normalisation that holds the labels
+of its region's core alone (every labelled pixel is trained or held out once).
 """
 
 from __future__ import annotations
@@ -99,7 +100,7 @@ class _Regions:
     """The boxes around the strokes of a large image and their labels (an update, or the current)."""
 
     boxes: list[Box]
-    labels: list[np.ndarray]  # int64, one per box
+    labels: list[np.ndarray]  # int64, one per box: the labels of its core, 0 elsewhere
 
 
 class _RegionPair:
@@ -147,8 +148,9 @@ class _RegionPair:
         """The boxes of new labels (read in bands), their labels and the largest class."""
         labels = labels if hasattr(labels, "shape") and hasattr(labels, "dtype") else np.asarray(labels)
         scan = scan_labels(labels)
-        boxes = scan.boxes(self.margin)
-        return _Regions(boxes, read_labels(labels, boxes)), scan.top
+        found = scan.regions(self.margin)
+        boxes, cores = [r.box for r in found], [r.core for r in found]
+        return _Regions(boxes, read_labels(labels, boxes, cores)), scan.top
 
     def apply(self, update: _Regions) -> None:
         """Take new boxes: crops already read are kept or copied from, only new pixels are read."""
