@@ -249,3 +249,45 @@ def test_a_diagonal_stroke_across_a_lazy_slide_holds_its_tiles_not_its_bounding_
             b.top <= patch[0].min() and patch[0].max() < b.bottom and b.left <= patch[1].min()
             for b in pair.regions.boxes
         )
+
+
+@pytest.fixture
+def one_thread():
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # two threads on a busy 2-core machine are several times slower
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_nan_near_a_stroke_painted_during_the_run_drops_that_update_alone(one_thread):
+    import dask.array as da
+
+    rng = np.random.default_rng(0)
+    base = rng.random((2100, 2100)).astype(np.float32)
+    base[1402, 1403] = np.nan  # off the normalisation's strided sample
+    small = rng.random((200, 200)).astype(np.float32)
+    labels, other = np.zeros(base.shape, np.uint8), np.zeros(small.shape, np.uint8)
+    labels[100:110, 100:200], labels[300:310, 100:200] = 1, 2
+    other[10:20, 10:20] = 1
+    trainer = Trainer([da.from_array(base, chunks=700), small], [labels, other], fast_config(iterations=3))
+    run = trainer.run()
+    next(run)
+    pair = trainer.data._pairs[0]
+    boxes, crops = list(pair.regions.boxes), dict(pair.raw)
+    new, more = labels.copy(), other.copy()
+    new[1390:1400, 1390:1400] = 2
+    more[100:110, 100:110] = 2
+    trainer.update_labels(new, 0)
+    trainer.update_labels(more, 1)
+    assert trainer.painted_pixels == (1100, 1200)  # queued
+    with pytest.warns(RuntimeWarning, match=r"pair 0: .*first at row 1402, column 1403, in rows 1280:"):
+        record = next(run)  # the run goes on
+    assert record.iteration == 2 and np.isfinite(record.loss)
+    assert pair.regions.boxes == boxes and all(pair.raw[b] is c for b, c in crops.items())
+    assert trainer.painted_pixels == record.painted_pixels == (1100, 1100)  # pair 1's stroke came in
+    np.testing.assert_array_equal(trainer.data._pairs[1].labels[0], more)
+    assert len(trainer.rejected_updates) == 1 and "Training goes on" in trainer.rejected_updates[0]
+    assert trainer.data.version == 1
+    assert [r.iteration for r in run] == [3]  # warned once

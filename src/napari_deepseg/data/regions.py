@@ -386,9 +386,12 @@ def assemble(image: Any, box: Box, held: dict[Box, np.ndarray]) -> np.ndarray:
                 slice(box.left + cols.start, box.left + cols.stop),
             )
     if out.dtype.kind == "f" and not np.isfinite(out).all():
+        y, x = (int(i) for i in np.argwhere(~np.isfinite(out).all(axis=0))[0])
+        where = f"slice {box.slice_index}, " if image.shape[0] > 1 else ""
         raise ValueError(
-            f"the image contains NaN or infinite values near the strokes (rows {box.top}:{box.bottom}, "
-            f"columns {box.left}:{box.right}); clean or fill them first"
+            f"the image contains NaN or infinite values near the strokes ({where}first at row "
+            f"{box.top + y}, column {box.left + x}, in rows {box.top}:{box.bottom}, columns "
+            f"{box.left}:{box.right}); clean or fill them first"
         )
     return out
 

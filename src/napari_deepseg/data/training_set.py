@@ -241,6 +241,8 @@ class TrainingSet:
         # 70 ms on 267 tiles.
         self._counts = {i: p.counts(self.num_classes) for i, p in enumerate(self._pairs)}
         self.version = 0  # counts accepted label updates that reached the sampler
+        # Why updates that apply_updates could not bring in were dropped, oldest first.
+        self.rejected_updates: list[str] = []
         self._rebuild()
 
     @property
@@ -287,12 +289,31 @@ class TrainingSet:
             self._counts[pair] = counts
 
     def apply_updates(self) -> bool:
-        """Bring queued labels into the split and the sampler; whether anything changed."""
+        """Bring queued labels into the split and the sampler; whether anything changed.
+
+        An update that cannot be brought in (a large image with NaN or infinite values, or a
+        read that fails, near a new stroke) is dropped: its pair keeps the labels it had, the
+        other pairs' updates are applied, and the reason is appended to :attr:`rejected_updates`.
+        """
         with self._lock:
             pending, self._pending = self._pending, {}
+        applied = 0
         for index, update in pending.items():  # outside the lock: a large pair may read image crops
-            self._pairs[index].apply(update)
-        if not pending:
+            pair = self._pairs[index]
+            try:
+                pair.apply(update)
+            except (ValueError, TypeError, OSError) as err:
+                kept = pair.counts(self.num_classes)
+                message = f"pair {index}: " if self.num_pairs > 1 else ""
+                message += f"the labels painted during the run were not taken: {err}. Training goes on "
+                message += "with the strokes it had"
+                with self._lock:
+                    if index not in self._pending:  # a later update has its own counts
+                        self._counts[index] = kept
+                    self.rejected_updates.append(message)
+                continue
+            applied += 1
+        if not applied:
             return False
         self._rebuild()
         self.version += 1

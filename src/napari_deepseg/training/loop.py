@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from functools import partial
 from typing import Any
@@ -96,6 +97,7 @@ class Trainer:
         self._weights = WeightAverage(self.model, config.ema_decay)  # the optimiser trains its own copy
         self._dist.seed(config.seed)
         self._data_version = -1
+        self._rejections_reported = 0
         self._class_weights: torch.Tensor | None = None
         self._last_predictions: Predictions | None = None
         self._stop = threading.Event()
@@ -122,6 +124,13 @@ class Trainer:
         """Labelled pixels per class 1..K, queued updates included."""
         return self.data.painted_pixels
 
+    @property
+    def rejected_updates(self) -> list[str]:
+        """Why label updates the running loop could not bring in were dropped (oldest first): a
+        NaN in a large image near a new stroke, say. Each is also warned about (``RuntimeWarning``)
+        when it happens; the run goes on with the labels it had for that pair."""
+        return list(self.data.rejected_updates)
+
     def update_labels(self, labels: Any, pair: int = 0) -> None:
         """Replace the labels of ``pair`` while training runs (thread-safe).
 
@@ -134,6 +143,8 @@ class Trainer:
         ValueError, TypeError
             For another shape, non-integer or negative labels, a class the network was not
             built for, or no labelled pixel left. The run goes on with the labels it had.
+            What only the loop finds (NaN in a large image near the new strokes) drops the
+            update there instead: see :attr:`rejected_updates`.
         """
         self._dist.update_labels(self.data, labels, pair)
 
@@ -265,6 +276,10 @@ class Trainer:
     def _sync_data(self) -> None:
         """Bring in labels painted since the last iteration; class weights follow them."""
         self._dist.apply_updates(self.data)
+        rejected = self.data.rejected_updates
+        for message in rejected[self._rejections_reported :]:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
+        self._rejections_reported = len(rejected)
         if self.data.version != self._data_version:
             self._data_version = self.data.version
             self._class_weights = (
