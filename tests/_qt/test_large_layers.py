@@ -189,3 +189,22 @@ def test_a_dask_slide_beyond_the_old_limit_trains_from_its_strokes_and_live_pain
     assert virtual.pixels_read - read < height * width / 50
     assert slide.data[0] is base and layer.data is strokes and strokes.flags.writeable
     assert np.count_nonzero(strokes) == 3000 + 500 + np.count_nonzero(strokes[7990:8010, 7990:8010])
+
+
+def test_a_plane_too_large_for_the_preview_trains_without_one_and_says_so(
+    trainer_setup, qtbot, errors, monkeypatch
+):
+    from napari.utils import notifications
+
+    from napari_deepseg._qt import _preview_job
+
+    viewer, widget, _, _ = trainer_setup
+    shown: list[str] = []
+    monkeypatch.setattr(notifications, "show_info", shown.append)
+    monkeypatch.setattr(_preview_job, "PREVIEW_MAX_PIXELS", 128 * 128)  # the 256 x 256 sample is "large"
+    widget.set_config(iterations=3, preview=True, preview_interval=1)
+    model = _train(qtbot, widget)
+    assert errors == [] and model.iterations_trained == 3
+    assert [m for m in shown if m.startswith("No live preview for this image")]
+    assert "(256 x 256)" in shown[0]
+    assert not any(layer_io.is_preview(layer) for layer in viewer.layers)

@@ -22,6 +22,9 @@ from . import layers as layer_io
 PREVIEW_BUDGET = 0.1  # previews may cost at most this share of the training time
 PREVIEW_SECONDS = 3.0  # a preview at least this often, budget permitting
 UNCERTAIN = 0.5  # uncertainty above which a pixel counts as uncertain in the status line
+# The preview keeps full-plane buffers (labels, uncertainty, their copies and the layers' arrays:
+# ~18 bytes a pixel), so planes above this (a slide) are not previewed: 64 M pixels ~ 1.2 GB.
+PREVIEW_MAX_PIXELS = 64 * 2**20
 
 Region = tuple[int, int, int, int]  # (y0, y1, x0, x1) of a plane
 
@@ -44,6 +47,12 @@ class PreviewSettings:
     def plane_shape(self) -> tuple[int, int]:
         height, width = self.image.spatial_shape[-2:]
         return int(height), int(width)
+
+    @property
+    def too_large(self) -> bool:
+        """Whether the plane is too large for the live preview's full-plane buffers."""
+        height, width = self.plane_shape
+        return height * width > PREVIEW_MAX_PIXELS
 
     def plane(self, index: tuple[int, ...]) -> np.ndarray:
         n = len(self.image.spatial_shape) - 2  # stack axes before (H, W)

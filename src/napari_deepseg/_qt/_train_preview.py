@@ -9,13 +9,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from napari.layers import Image, Labels
+from napari.utils import notifications
 from napari.utils.colormaps import DirectLabelColormap
 from qtpy.QtCore import QTimer
 from qtpy.QtWidgets import QCheckBox, QWidget
 
 from . import _results, _uncertainty
 from . import layers as layer_io
-from ._preview_job import Preview, PreviewSettings
+from ._preview_job import PREVIEW_MAX_PIXELS, Preview, PreviewSettings
 
 if TYPE_CHECKING:
     import napari
@@ -183,7 +184,15 @@ class TrainPreview(QWidget):
         called once the run's preview layers are in the viewer (at once without a preview)."""
         self.settings, self.last, self._ready = settings, None, ready
         self._image_layer, self._labels_layer = image_layer, labels_layer
-        settings.enabled = self.enabled_checkbox.isChecked()
+        settings.enabled = self.enabled_checkbox.isChecked() and not settings.too_large
+        if settings.too_large and self.enabled_checkbox.isChecked():
+            height, width = settings.plane_shape
+            notifications.show_info(
+                f"No live preview for this image: its planes have {height * width / 2**20:.0f} M pixels "
+                f"({height} x {width}), more than the preview's {PREVIEW_MAX_PIXELS // 2**20} M. Training "
+                "goes on; to look at the model, Stop (or wait) and predict a crop or a pyramid level in "
+                "the Predict widget."
+            )
         self.update_view()
         self.layer = PreviewLayer(self.viewer, image_layer, labels_layer, num_classes)
         self._uncertainty_layer = self._uncertainty_buffer = None
@@ -264,7 +273,7 @@ class TrainPreview(QWidget):
 
     def _on_enabled_toggled(self, checked: bool) -> None:
         if self.settings is not None:
-            self.settings.enabled = checked
+            self.settings.enabled = checked and not self.settings.too_large
 
     def _on_uncertainty_toggled(self, checked: bool) -> None:
         if checked and self.last is not None:
