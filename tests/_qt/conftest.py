@@ -57,3 +57,21 @@ def trainer_setup(make_napari_viewer, qtbot):
     if widget.worker is not None:  # a failed test must not leave a thread behind
         widget.stop()
         qtbot.waitUntil(lambda: widget.worker is None, timeout=TIMEOUT)
+
+
+def predict_widget_with(make_napari_viewer, name: str, model):
+    """A viewer with a docked Predict widget offering ``model`` (published as ``name``), as
+    (viewer, widget); the model store is emptied afterwards. Yield from it in a fixture."""
+    from napari_deepseg._qt._session import model_store
+    from napari_deepseg._qt.predict_widget import PredictWidget
+
+    store = model_store()
+    store.clear()
+    store.publish(name, model)
+    viewer = make_napari_viewer()
+    widget = PredictWidget(viewer)
+    viewer.window.add_dock_widget(widget, name="Predict")
+    try:
+        yield viewer, widget
+    finally:
+        store.clear()

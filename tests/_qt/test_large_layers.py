@@ -10,10 +10,8 @@ import torch
 
 from napari_deepseg import Trainer, TrainingConfig, sample_data
 from napari_deepseg._qt import layers as layer_io
-from napari_deepseg._qt._session import model_store
-from napari_deepseg._qt.predict_widget import PredictWidget
 
-from .conftest import FAST, TIMEOUT
+from .conftest import FAST, TIMEOUT, predict_widget_with
 
 zarr = pytest.importorskip("zarr")
 
@@ -32,14 +30,8 @@ def tiny_model():
 
 @pytest.fixture
 def predict_setup(make_napari_viewer, tiny_model):
-    store = model_store()
-    store.clear()
-    store.publish("tiny", tiny_model)
-    viewer = make_napari_viewer()
-    widget = PredictWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Predict")
-    yield viewer, widget, tiny_model
-    store.clear()
+    for viewer, widget in predict_widget_with(make_napari_viewer, "tiny", tiny_model):
+        yield viewer, widget, tiny_model
 
 
 @pytest.fixture

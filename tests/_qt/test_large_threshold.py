@@ -12,11 +12,9 @@ import torch
 
 from napari_deepseg import SegmentationModel, apply_threshold, sample_data
 from napari_deepseg._qt import _large_labels
-from napari_deepseg._qt._session import model_store
-from napari_deepseg._qt.predict_widget import PredictWidget
 from napari_deepseg.data.normalisation import DATASET, Normalisation
 
-from .conftest import TIMEOUT
+from .conftest import TIMEOUT, predict_widget_with
 
 zarr = pytest.importorskip("zarr")
 
@@ -65,14 +63,7 @@ def large(monkeypatch):
 
 @pytest.fixture
 def widget(make_napari_viewer, model):
-    store = model_store()
-    store.clear()
-    store.publish("counting", model)
-    viewer = make_napari_viewer()
-    widget = PredictWidget(viewer)
-    viewer.window.add_dock_widget(widget, name="Predict")
-    yield viewer, widget
-    store.clear()
+    yield from predict_widget_with(make_napari_viewer, "counting", model)
 
 
 def _predict(qtbot, widget):
