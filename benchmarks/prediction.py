@@ -36,7 +36,7 @@ import torch
 from napari_deepseg import SegmentationModel
 from napari_deepseg._device import resolve_precision, use_channels_last
 from napari_deepseg.data.normalisation import Normalisation
-from napari_deepseg.models import build_model
+from napari_deepseg.models import architecture_spec, build_model
 from napari_deepseg.prediction import TilingOptions
 
 try:
@@ -57,7 +57,7 @@ def default_model() -> SegmentationModel:
     return SegmentationModel(
         module,
         architecture="unet",
-        encoder="resnet34",
+        encoder=architecture_spec("unet").default_encoder,
         num_classes=CLASSES,
         normalisation=Normalisation((0.0,) * 3, (255.0,) * 3),
     )
