@@ -307,11 +307,11 @@ def test_model_info_of_a_model_trained_with_validation(qtbot, make_napari_viewer
     _, widget = make_napari_viewer().window.add_plugin_dock_widget("napari-deepseg", "Predict")
     assert widget.model_combo.currentText() == "validated"
     assert widget.model_info.text() == (
-        "Architecture: unet (encoder resnet18)\nClasses: 1 background, 2 nucleus\nInput channels: 1\n"
+        "Architecture: unet (encoder resnet34)\nClasses: 1 background, 2 nucleus\nInput channels: 1\n"
         f"Training: 3 iterations, last loss {last.loss:.3g}, validation mIoU {last.validation.mean_iou:.2f}"
     )
     assert widget.model_info.toolTip() == (
-        "unet (resnet18), 2 classes [background, nucleus], 1 input channel(s), 3 iterations, "
+        "unet (resnet34), 2 classes [background, nucleus], 1 input channel(s), 3 iterations, "
         f"last loss {last.loss:.3g}, validation mIoU {last.validation.mean_iou:.2f}"
     )
 

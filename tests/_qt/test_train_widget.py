@@ -296,8 +296,8 @@ def test_stacks_rgb_and_multichannel_images(make_napari_viewer, qtbot, errors, k
     viewer.window.add_dock_widget(widget, name="Train")
     widget.set_pairs([(image, labels)])
     iterations = 4 if kind == "stack" else 2  # 4: the slices' predictions already differ
-    # ResNet-34 for the stack: after 4 iterations from this seed its predictions differ between
-    # slices, which the check below needs; the default ResNet-18 still predicts one class.
+    # ResNet-34 for the stack (the default, pinned): after 4 iterations from this seed its
+    # predictions differ between slices, which the check below needs; ResNet-18's do not yet.
     encoder = {"encoder": "resnet34"} if kind == "stack" else {}
     widget.set_config(**{**FAST, "iterations": iterations, **encoder}, preview_interval=1)
     model = _train(qtbot, widget, widget.start_button)
