@@ -38,9 +38,13 @@ def _threads() -> set[threading.Thread]:
 
 
 def _busy_pool_threads() -> int:
+    """Busy threads of the pools the workers run on: Qt's global one (superqt's, the Predict
+    widget's) and the plugin's own (the Train widget's)."""
     from qtpy.QtCore import QThreadPool
 
-    return QThreadPool.globalInstance().activeThreadCount()  # where superqt runs the workers
+    from napari_deepseg._qt._worker_pool import training_pool
+
+    return QThreadPool.globalInstance().activeThreadCount() + training_pool().activeThreadCount()
 
 
 @pytest.fixture(scope="module")

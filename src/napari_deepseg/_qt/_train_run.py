@@ -94,7 +94,7 @@ class StatusLabel(QLabel):
 class TrainingRun:
     """Everything one run needs on the GUI side."""
 
-    worker: Any  # napari GeneratorWorker driving ``job``
+    worker: Any  # a PooledGeneratorWorker (superqt's GeneratorWorker on our pool) driving ``job``
     job: Any  # the generator from ``training_job``
     name: str  # the name the model is published under
     preview: PreviewSettings  # shared with the worker
@@ -151,6 +151,8 @@ class RunHolder:
 
 
 def drive(job: Any) -> Any:
+    # On a PooledGeneratorWorker: its thread is already at a lower priority, so torch's OpenMP
+    # threads, created by this one, are too.
     torch.set_num_threads(worker_thread_count())
     yield from job  # a generator function, as superqt's create_worker requires to make a GeneratorWorker
 

@@ -1,8 +1,9 @@
 """The Train dock widget: choose pairs of image / stroke layers, train, watch the loss, save.
 
 A thin layer over :class:`napari_deepseg.Trainer`: the layers are copied once at Start, the
-loop runs in a napari generator worker (pause / resume / stop take effect between
-iterations) and the GUI thread only plots records and shows the preview the worker computed.
+loop runs in a superqt generator worker (pause / resume / stop take effect between
+iterations) on the plugin's own thread pool at a lower priority (``_worker_pool``), and the GUI
+thread only plots records and shows the preview the worker computed.
 Strokes painted during the run reach the trainer through ``LiveLabels``.
 """
 
@@ -41,6 +42,7 @@ from ._train_run import (
     shutdown,
     status_text,
 )
+from ._worker_pool import PooledGeneratorWorker
 from .loss_plot import LossPlot
 
 if TYPE_CHECKING:
@@ -169,6 +171,7 @@ class TrainWidget(QWidget):
             drive,
             job,
             _start_thread=False,
+            _worker_class=PooledGeneratorWorker,  # our pool, at a lower priority than the GUI
             _connect={
                 "yielded": self._on_yielded,
                 "errored": self._on_errored,
