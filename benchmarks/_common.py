@@ -305,6 +305,10 @@ def _set_options(args: Any, names: tuple[str, ...]) -> dict[str, Any]:
 def training_options(args: Any) -> dict[str, Any]:
     """The TrainingConfig fields set on the command line (the A/B options)."""
     options = _set_options(args, TRAINING_OPTIONS)
+    if getattr(args, "upsampling", None):  # the network's option, set for every U-Net built here
+        from napari_deepseg.models import unet
+
+        unet.DEFAULT_UPSAMPLING = args.upsampling
     augmentation = _set_options(args, AUGMENTATION_OPTIONS)
     if augmentation:  # TrainingConfig turns the dict into an AugmentationConfig over the defaults
         options["augmentation"] = dict(asdict(AugmentationConfig()), **augmentation)
@@ -316,6 +320,8 @@ def tag_for(args: Any) -> str:
     if args.tag:
         return args.tag
     options = _set_options(args, TRAINING_OPTIONS + AUGMENTATION_OPTIONS)
+    if getattr(args, "upsampling", None):
+        options["upsampling"] = args.upsampling
     return ",".join(f"{n}={v}" for n, v in options.items())
 
 
@@ -345,6 +351,11 @@ def add_training_options(parser: Any) -> None:
     )
     group.add_argument("--gamma", type=float, help="AugmentationConfig.gamma")
     group.add_argument("--overexposure", type=float, help="AugmentationConfig.overexposure")
+    group.add_argument(
+        "--upsampling",
+        choices=["nearest", "bilinear"],
+        help="the U-Net decoder's up-sampling for the networks this run builds (not a TrainingConfig field)",
+    )
     group.add_argument("--tag", default="", help="goes into the result keys (default: made from the options)")
 
 

@@ -194,9 +194,11 @@ CASES: dict[str, tuple[Callable[[bytes, Path], None], str]] = {
     "description of 250,000 empty objects": _bytes_case(
         lambda g: with_metadata(g, model="[" + "{}," * 250_000 + "{}]"), "no JSON object"
     ),
-    "format version 2": _bytes_case(lambda g: with_metadata(g, format_version="2"), "please upgrade"),
-    "format version 0": _bytes_case(lambda g: with_metadata(g, format_version="0"), "reads version 1"),
-    "format version 'one'": _bytes_case(lambda g: with_metadata(g, format_version="one"), "reads version 1"),
+    "format version 3": _bytes_case(lambda g: with_metadata(g, format_version="3"), "please upgrade"),
+    "format version 0": _bytes_case(lambda g: with_metadata(g, format_version="0"), "reads versions 1 to 2"),
+    "format version 'one'": _bytes_case(
+        lambda g: with_metadata(g, format_version="one"), "reads versions 1 to 2"
+    ),
     "foreign safetensors file": (_foreign, "not a napari-deepseg model"),
     "foreign weights, our metadata": (_foreign_with_our_metadata, "does not fit its architecture"),
     "torch.save pickle with payload": (_torch_zip, "looks like a PyTorch .pt/.pth file"),

@@ -126,3 +126,69 @@ def test_files_from_before_per_image_normalisation_still_load(trained, fluo_crop
     expected = trained.normalisation.__class__(low=(4.0,), high=(60.0,))
     assert loaded.normalisation == expected
     assert loaded.predict(image).shape == image.shape
+
+
+def _rewritten(path, tmp_path, change) -> object:
+    """A copy of the model file at ``path`` whose description ``change(description)`` edited."""
+    import json
+
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:
+        metadata = f.metadata()
+        state = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is no dict)
+    description = json.loads(metadata["model"])
+    change(description)
+    metadata["model"] = json.dumps(description)
+    metadata.pop("model_sha256", None)
+    out = tmp_path / "edited.safetensors"
+    save_file(state, str(out), metadata=metadata)
+    return out
+
+
+def test_the_decoder_upsampling_is_recorded_and_old_files_stay_bilinear(trained, tmp_path):
+    assert trained.module.options == {"upsampling": "nearest"}  # the default since 0.x: smp's choice
+    path = trained.save(tmp_path / "new.safetensors")
+    assert SegmentationModel.load(path).module.options == {"upsampling": "nearest"}
+
+    # A file from before the option existed was trained with bilinear up-sampling and must load so.
+    old = SegmentationModel.load(_rewritten(path, tmp_path, lambda d: d.pop("network_options")))
+    assert old.module.options == {"upsampling": "bilinear"}
+    assert [m.upsampling for m in old.module.decoder] == ["bilinear"] * len(old.module.decoder)
+    # Same weights, another network: the predictions differ (so the field is not decorative).
+    x = torch.randn(1, 1, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        loaded, new, legacy = (
+            m(x) for m in (SegmentationModel.load(path).module, trained.module, old.module)
+        )
+    assert torch.equal(loaded, new)
+    assert float((legacy - new).abs().max()) > 0.01 * float(new.abs().max())
+
+    # Readers of format 1 ignore the options, so only files they would misread are version 2.
+    def version(p) -> str:
+        from safetensors import safe_open
+
+        with safe_open(str(p), framework="pt") as f:
+            return f.metadata()["format_version"]
+
+    assert version(path) == "2"
+    resaved = old.save(tmp_path / "legacy.safetensors")
+    assert version(resaved) == "1"
+    assert SegmentationModel.load(resaved).module.options == {"upsampling": "bilinear"}
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"upsampling": "bicubic"}, "upsampling must be one of"),
+        ({"colour": "red"}, "does not describe a usable model"),
+        (["nearest"], "'network_options' is no JSON object"),
+    ],
+)
+def test_bad_network_options_are_refused_naming_the_file(trained, tmp_path, options, message):
+    path = trained.save(tmp_path / "new.safetensors")
+    bad = _rewritten(path, tmp_path, lambda d: d.update(network_options=options))
+    with pytest.raises(ModelFileError, match=message) as info:
+        SegmentationModel.load(bad)
+    assert "edited.safetensors" in str(info.value)

@@ -36,8 +36,11 @@ if TYPE_CHECKING:
     from .segmentation_model import SegmentationModel
 
 FORMAT_NAME = "napari-deepseg"
-FORMAT_VERSION = 1
-SUPPORTED_VERSIONS = (1,)
+# Version 2 files record network options that version-1 readers would ignore and so rebuild
+# another network (a U-Net with nearest-neighbour up-sampling as a bilinear one): those readers
+# must refuse them. A file whose options are the legacy ones is still written as version 1.
+FORMAT_VERSION = 2
+SUPPORTED_VERSIONS = (1, 2)
 
 __all__ = [
     "FORMAT_NAME",
@@ -94,10 +97,13 @@ def save_model(model: SegmentationModel, path: str | Path) -> Path:
 
     path = Path(path)
     state = {k: v.detach().cpu().contiguous().clone() for k, v in model.module.state_dict().items()}
+    options = network_options(model.module)
+    legacy = options == _legacy_options(model.architecture)
     description = json.dumps(
         {
             "architecture": model.architecture,
             "encoder": model.encoder,
+            "network_options": options,
             "num_classes": model.num_classes,
             "class_names": list(model.class_names),
             "in_channels": model.in_channels,
@@ -110,7 +116,7 @@ def save_model(model: SegmentationModel, path: str | Path) -> Path:
     )
     metadata = {
         "format": FORMAT_NAME,
-        "format_version": str(FORMAT_VERSION),
+        "format_version": str(1 if legacy else FORMAT_VERSION),
         "model": description,
         "model_sha256": hashlib.sha256(description.encode()).hexdigest(),
         "weights_sha256": weights_digest(state),
@@ -225,7 +231,7 @@ def _description(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
         raise file_error(
             path,
             f"has model format version {version[:20]!r}; this napari-deepseg reads "
-            f"version {FORMAT_VERSION}{hint}",
+            f"versions {SUPPORTED_VERSIONS[0]} to {FORMAT_VERSION}{hint}",
         )
     text = metadata.get("model", "")
     expected = metadata.get("model_sha256")  # absent from files written before it was added
@@ -244,21 +250,39 @@ def _description(path: Path, metadata: dict[str, str]) -> dict[str, Any]:
             raise file_error(
                 path, f"has damaged metadata: {name!r} is {type(value).__name__}, not {kind.__name__}"
             )
+    if not isinstance(description.setdefault("network_options", None), dict | None):
+        raise file_error(path, "has damaged metadata: 'network_options' is no JSON object")
     if not all(isinstance(r, dict) and type(r.get("iteration")) is int for r in description["history"]):
         raise file_error(path, "has damaged metadata: a training-history record has no iteration number")
     description["weights_sha256"] = metadata.get("weights_sha256")
     return description
 
 
+def network_options(module: torch.nn.Module) -> dict[str, Any]:
+    """The architecture's own arguments of ``module`` (``{}`` for a network that has none)."""
+    return dict(getattr(module, "options", {}))
+
+
+def _legacy_options(architecture: str) -> dict[str, Any]:
+    """The options of files written before the architectures had any."""
+    from .models import architecture_spec
+
+    return dict(architecture_spec(architecture).network.legacy_options)
+
+
 def _build(description: dict[str, Any]) -> torch.nn.Module:
     from .models import build_model
 
+    options = description["network_options"]
+    if options is None:  # written before the architectures had options
+        options = _legacy_options(description["architecture"])
     return build_model(
         description["architecture"],
         num_classes=description["num_classes"],
         in_channels=description["in_channels"],
         encoder=description["encoder"],
         pretrained=False,
+        options=options,
     )
 
 

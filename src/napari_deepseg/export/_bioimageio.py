@@ -14,6 +14,7 @@ import tifffile
 import torch
 
 from ..data.normalisation import CENTRE, INPUT_LIMIT, SPREAD, Normalisation
+from ..model_file import network_options
 from ._contract import InputContract, ProbabilityNetwork, TestTile, check_outputs
 from ._onnx import OPSET, onnx_bytes
 from ._package_docs import papers, readme, write_cover
@@ -52,6 +53,7 @@ def write_package(
         "encoder": model.encoder,
         "num_classes": model.num_classes,
         "in_channels": model.in_channels,
+        "options": network_options(model.module),
     }
     state = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
     _check_state_dict(kwargs, state, tile)

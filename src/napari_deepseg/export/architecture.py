@@ -9,16 +9,29 @@ weights of the same package instead.
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._contract import ProbabilityNetwork
 
 
 def build_network(
-    *, architecture: str, encoder: str, num_classes: int, in_channels: int
+    *,
+    architecture: str,
+    encoder: str,
+    num_classes: int,
+    in_channels: int,
+    options: dict[str, Any] | None = None,
 ) -> ProbabilityNetwork:
-    """The untrained network with the softmax: normalised (N, C, H, W) in, probabilities (N, K, H, W) out."""
+    """The untrained network with the softmax: normalised (N, C, H, W) in, probabilities (N, K, H, W) out.
+    ``options``: the architecture's own arguments as the package records them."""
     from ..models import build_model
 
     network = build_model(
-        architecture, num_classes=num_classes, in_channels=in_channels, encoder=encoder, pretrained=False
+        architecture,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        encoder=encoder,
+        pretrained=False,
+        options=options,
     )
     return ProbabilityNetwork(network).eval()

@@ -5,8 +5,9 @@ Every network maps images (N, C, H, W) of any H and W to logits (N, K, H, W) at 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,8 @@ class SegmentationNetwork(nn.Module):
     size_divisor: ClassVar[int] = 32
     # Whether :meth:`build` asks for an encoder whose last stage is dilated (output stride 16).
     dilated_encoder: ClassVar[bool] = False
+    # The :attr:`options` of a model file written before the architecture had any.
+    legacy_options: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, encoder: Encoder, num_classes: int) -> None:
         super().__init__()
@@ -57,8 +60,10 @@ class SegmentationNetwork(nn.Module):
         encoder: str,
         pretrained: bool = False,
         weights_path: str | Path | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> SegmentationNetwork:
-        """The network on a new ``encoder``; see :func:`~napari_deepseg.models.build_model`."""
+        """The network on a new ``encoder``; see :func:`~napari_deepseg.models.build_model`.
+        ``options`` are the architecture's own keyword arguments (:attr:`options`)."""
         backbone = build_encoder(
             encoder,
             in_channels=in_channels,
@@ -66,7 +71,13 @@ class SegmentationNetwork(nn.Module):
             weights_path=weights_path,
             dilate_last_stage=cls.dilated_encoder,
         )
-        return cls(backbone, num_classes)
+        return cls(backbone, num_classes, **(options or {}))
+
+    @property
+    def options(self) -> dict[str, Any]:
+        """The architecture's own constructor arguments (JSON values): model files record them,
+        so a network is rebuilt exactly as it was trained."""
+        return {}
 
     def decode(self, features: list[torch.Tensor]) -> torch.Tensor:
         """Class scores (N, K, h, w) from the encoder's feature maps, at the padded size or a

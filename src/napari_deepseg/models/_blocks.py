@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -21,4 +23,11 @@ class ConvBNReLU(nn.Sequential):
 
 def upsample_like(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     """Bilinear resize of ``x`` to the spatial size of ``reference``."""
-    return F.interpolate(x, size=reference.shape[-2:], mode="bilinear", align_corners=False)
+    return resize(x, reference.shape[-2:], "bilinear")
+
+
+def resize(x: torch.Tensor, size: Sequence[int], mode: str) -> torch.Tensor:
+    """``x`` resized to ``size`` (H, W), ``"nearest"`` or ``"bilinear"`` (half-pixel centres)."""
+    if mode == "nearest":
+        return F.interpolate(x, size=tuple(size), mode="nearest")
+    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False)

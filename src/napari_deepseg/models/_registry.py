@@ -5,10 +5,10 @@ Each is a :class:`~napari_deepseg.models._base.SegmentationNetwork` subclass, bu
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ._base import SegmentationNetwork
 
@@ -77,8 +77,12 @@ def build_model(
     encoder: str | None = None,
     pretrained: bool = False,
     weights_path: str | Path | None = None,
+    options: Mapping[str, Any] | None = None,
 ) -> SegmentationNetwork:
     """Build a registered architecture.
+
+    ``options`` are the architecture's own arguments (``SegmentationNetwork.options``; for
+    U-Net ``{"upsampling": "nearest" | "bilinear"}``), its defaults when ``None``.
 
     ``pretrained=True`` loads ImageNet encoder weights when they are available offline
     (``weights_path`` or the torch hub cache) and otherwise warns once and starts from scratch.
@@ -98,6 +102,7 @@ def build_model(
         encoder=encoder,
         pretrained=pretrained,
         weights_path=weights_path,
+        options=options,
     )
 
 
