@@ -1,4 +1,4 @@
-"""Tiled prediction speed and memory with the default U-Net (ResNet-34, 3 classes, RGB).
+"""Tiled prediction speed and memory with the default U-Net (ResNet-18 since 2026-12-02; 3 classes, RGB).
 
 For each image size, in a fresh process (so peak memory is that size's own):
 - end to end: ``SegmentationModel.predict`` from the image to uint8 labels with the default

@@ -189,7 +189,7 @@ def test_prediction_options_and_their_keyword_form(unet):
     model = SegmentationModel(
         unet,
         architecture="unet",
-        encoder="resnet34",  # the fixture's: the default encoder
+        encoder="resnet18",  # the fixture's: the default encoder
         num_classes=3,
         normalisation=Normalisation(low=(0.0,), high=(1.0,)),
     )
@@ -213,7 +213,7 @@ def test_the_network_moves_only_when_asked(unet):
     model = SegmentationModel(
         unet,
         architecture="unet",
-        encoder="resnet34",  # the fixture's: the default encoder
+        encoder="resnet18",  # the fixture's: the default encoder
         num_classes=3,
         normalisation=Normalisation(low=(0.0,), high=(1.0,)),
     )

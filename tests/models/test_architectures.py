@@ -148,7 +148,7 @@ def test_registry_lists_the_builtin_architectures_default_first() -> None:
     assert names[0] == "unet"
     assert {"unet", "deeplabv3plus", "fcn8s"} <= set(names)
     # Chosen by accuracy per CPU-minute (docs/benchmarks.md).
-    assert architecture_spec("unet").default_encoder == "resnet34"
+    assert architecture_spec("unet").default_encoder == "resnet18"
     assert architecture_spec("deeplabv3plus").display_name == "DeepLabv3+"
     for name in names:
         spec = architecture_spec(name)

@@ -50,8 +50,8 @@ class DecoderBlock(nn.Module):
 @register_architecture(
     "unet",
     display_name="U-Net",
-    # ResNet-18 led at a 3-minute budget but trailed badly on short runs (docs/benchmarks.md, section 0).
-    default_encoder="resnet34",
+    # Chosen by held-out accuracy at equal CPU time (docs/benchmarks.md, section 0, 2026-12-02).
+    default_encoder="resnet18",
     encoders=("vgg16_bn", "resnet18", "resnet34", "resnet50"),
     hint="Fine structures such as nuclei; detailed, the default.",
 )
