@@ -16,6 +16,7 @@ pytest.importorskip("pytestqt")
 
 from qtpy.QtCore import QThreadPool
 
+from napari_deepseg._qt._worker_pool import training_pool
 from napari_deepseg._qt.predict_widget import PredictWidget
 from napari_deepseg._qt.train_widget import TrainWidget
 from napari_deepseg.sample_data import fluorescence_sample_layers
@@ -64,7 +65,12 @@ def test_twenty_train_predict_threshold_cycles_grow_nothing(make_napari_viewer, 
             predict.predict()
         for percent in (30, 60, 0):
             predict.threshold_slider.setValue(percent)
-        qtbot.waitUntil(lambda: QThreadPool.globalInstance().activeThreadCount() == 0, timeout=10_000)
+        qtbot.waitUntil(  # the Train widget's worker runs on a pool of its own
+            lambda: (
+                QThreadPool.globalInstance().activeThreadCount() + training_pool().activeThreadCount() == 0
+            ),
+            timeout=10_000,
+        )
         gc.collect()
         samples.append((len(viewer.layers), _python_threads(), _os_threads(), _rss_mb()))
         if cycle == WARM_UP - 1:
