@@ -9,7 +9,7 @@ on CPUs with native bf16, else fp32), interleaved A B C A B C ..., medians over 
 - ``prediction``: what prediction runs (``models._folding.inference_network``: folded, and
   channels_last on the CPU whatever the precision);
 - ``smp`` / ``smp channels_last``: segmentation-models-pytorch's identical network
-  (``pip install ".[bench]"``), ``Unet('resnet34')``, ``DeepLabV3Plus('resnet50')``, in the
+  (``pip install ".[bench]"``), ``Unet`` on our default encoder, ``DeepLabV3Plus('resnet50')``, in the
   training layout and in channels_last; none ships FCN-8s.
 - ``--compile``: also ``torch.compile`` of the prediction network, with its first-call time.
 
@@ -40,8 +40,9 @@ def smp_reference(architecture: str) -> torch.nn.Module | None:
         import segmentation_models_pytorch as smp
     except ImportError:
         return None
-    if architecture == "unet":
-        return smp.Unet("resnet34", encoder_weights=None, classes=CLASSES)
+    if architecture == "unet":  # on our default encoder, so the networks are the same
+        encoder = architecture_spec("unet").default_encoder
+        return smp.Unet(encoder, encoder_weights=None, classes=CLASSES)
     if architecture == "deeplabv3plus":
         return smp.DeepLabV3Plus("resnet50", encoder_weights=None, classes=CLASSES)
     return None
