@@ -123,6 +123,7 @@ def test_files_from_before_per_image_normalisation_still_load(trained, fluo_crop
     loaded = SegmentationModel.load(old)
     assert loaded.normalisation.mode == "dataset" and loaded.normalisation.low == (4.0,)
     assert loaded.config.normalisation == "dataset" and loaded.config.ema_decay == 0.0
+    assert loaded.config.regularisation_weight == 0.0  # they trained without the CRF loss
     expected = trained.normalisation.__class__(low=(4.0,), high=(60.0,))
     assert loaded.normalisation == expected
     assert loaded.predict(image).shape == image.shape

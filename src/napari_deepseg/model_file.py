@@ -182,9 +182,15 @@ def load_model(path: str | Path, *, device: str = "cpu") -> SegmentationModel:
         else:  # a buffer the file does not hold must keep the value the builder gives it
             module = _build(description)
         module.load_state_dict(state, strict=True)
-        # Files written before these options existed trained with dataset bounds and no averaging.
+        # Files written before these options existed trained with dataset bounds, no averaging and
+        # no CRF loss.
         config = TrainingConfig.from_dict(
-            {"normalisation": "dataset", "ema_decay": 0.0, **description["config"]}
+            {
+                "normalisation": "dataset",
+                "ema_decay": 0.0,
+                "regularisation_weight": 0.0,
+                **description["config"],
+            }
         )
         normalisation = Normalisation.from_dict(description["normalisation"])
         model = SegmentationModel(
