@@ -54,3 +54,12 @@ def fluo_crop() -> tuple[np.ndarray, np.ndarray]:
     labels = mask[y : y + 64, x : x + 64].astype(np.uint8) + 1
     labels[np.random.default_rng(1).random(labels.shape) < 0.5] = 0
     return crop, labels
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Free disk space where tmp_path goes: a full disk fails the tests that write files."""
+    import shutil
+    import tempfile
+
+    free = shutil.disk_usage(tempfile.gettempdir()).free
+    return f"napari-deepseg: {free / 2**30:.1f} GiB free in {tempfile.gettempdir()}"

@@ -175,13 +175,16 @@ def test_two_ranks_match_one_process_on_the_combined_batch(ranks):
     losses = [record.loss for record in single.run()]
     np.testing.assert_allclose([step[0] for step in results[0]["first"]], losses, rtol=1e-5)
     reference = _states(single)
+    # Weights to 1e-5; BatchNorm running statistics to 1e-4: SyncBatchNorm sums them over the
+    # ranks in another order than one process's reduction (running_var ~1.3 differed by 1.8e-5).
     for kind in ("trained", "average"):
-        worst = max(
-            float((tensor.double() - reference[kind][name].double()).abs().max())
-            for name, tensor in results[0]["states"][kind].items()
-            if tensor.is_floating_point()
-        )
-        assert worst < 1e-5, f"{kind}: {worst}"
+        for statistics in (False, True):
+            worst = max(
+                float((tensor.double() - reference[kind][name].double()).abs().max())
+                for name, tensor in results[0]["states"][kind].items()
+                if tensor.is_floating_point() and ("running_" in name) == statistics
+            )
+            assert worst < (1e-4 if statistics else 1e-5), f"{kind}, statistics={statistics}: {worst}"
 
 
 def test_labels_from_rank_zero_and_a_stop_from_rank_one_reach_every_rank(ranks):
