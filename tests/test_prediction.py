@@ -123,6 +123,31 @@ def test_tiled_equals_untiled_when_overlap_exceeds_the_receptive_field(unet):
     np.testing.assert_allclose(tiled, untiled, atol=1e-4)
 
 
+def test_mirroring_averages_the_tile_and_its_three_mirror_images(unet):
+    rng = np.random.default_rng(5)
+    image = rng.normal(size=(128, 128)).astype(np.float32)
+    norm = Normalisation(low=(-2.0,), high=(2.0,))
+    options = PredictionOptions(TilingOptions(tile_size=128, overlap=32), precision="fp32")
+
+    def probabilities(im: np.ndarray, mirroring: bool) -> np.ndarray:
+        return predict_probabilities(
+            unet, to_slices(np.ascontiguousarray(im)), norm, 3, options.replace(mirroring=mirroring)
+        )
+
+    mirrored = probabilities(image, True)
+    views = [(), (1,), (0,), (0, 1)]  # image axes: none, left-right, up-down, both
+    expected = np.mean(
+        [np.flip(probabilities(np.flip(image, axes), False), [a + 1 for a in axes]) for axes in views], 0
+    )
+    np.testing.assert_allclose(mirrored, expected, atol=1e-5)
+    np.testing.assert_allclose(mirrored.sum(0), 1.0, atol=1e-5)
+    # The average is mirror-symmetric: a left-right mirrored image gets the mirrored result,
+    # which the plain network (random weights, no symmetry) does not give.
+    np.testing.assert_allclose(probabilities(image[:, ::-1], True), mirrored[:, :, ::-1], atol=1e-5)
+    plain = probabilities(image, False)
+    assert np.abs(probabilities(image[:, ::-1], False) - plain[:, :, ::-1]).max() > 1e-3
+
+
 def test_compact_streamed_prediction_matches_full_probabilities(unet):
     rng = np.random.default_rng(1)
     stack = rng.normal(size=(2, 150, 170)).astype(np.float32)

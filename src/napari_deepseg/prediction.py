@@ -133,8 +133,9 @@ def _predict_bands(
             for row, y0 in enumerate(ys):
                 tiles = [(i, np.asarray(data[s, :, y0 : y0 + th, x0 : x0 + tw])) for i, x0 in enumerate(xs)]
                 for i, probs in _forward_tiles(
-                    network, tiles, normalisation, options.tiling.batch_size, device, dtype, channels_last
-                ):
+                    network, tiles, normalisation, options.tiling.batch_size, device, dtype, channels_last,
+                    options.mirroring,
+                ):  # fmt: skip
                     blend_tile(band, (y0, 0), probs, (y0, xs[i]), rows.weights[row], cols.weights[i])
                     done += 1
                     if progress is not None:
@@ -184,6 +185,10 @@ def divide_by_weights(acc: np.ndarray, row_total: np.ndarray, col_total: np.ndar
     acc /= col_total[None, :, None]
 
 
+# The mirror images averaged by PredictionOptions.mirroring: left-right, up-down, both.
+MIRRORS = ((3,), (2,), (2, 3))
+
+
 def _forward_tiles(
     module: torch.nn.Module,
     tiles: list[tuple[int, np.ndarray]],
@@ -192,8 +197,13 @@ def _forward_tiles(
     device: torch.device,
     dtype: torch.dtype,
     channels_last: bool,
+    mirroring: bool = False,
 ) -> Iterator[tuple[int, np.ndarray]]:
-    """Softmax probabilities of each tile, classes last: (h, w, K) float32, writable."""
+    """Softmax probabilities of each tile, classes last: (h, w, K) float32, writable.
+
+    ``mirroring``: the mean of the probabilities of the tile and of its three mirror images
+    (left-right, up-down, both), each mirrored back first.
+    """
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     for start in range(0, len(tiles), batch_size):
         chunk = tiles[start : start + batch_size]
@@ -204,8 +214,15 @@ def _forward_tiles(
         batch = batch.to(device, memory_format=memory_format)
         with autocast(device, dtype):
             logits = module(batch)
+        probs_t = logits.float().softmax(dim=1)
+        if mirroring:
+            for dims in MIRRORS:
+                with autocast(device, dtype):
+                    mirrored = module(batch.flip(dims))
+                probs_t += mirrored.float().softmax(dim=1).flip(dims)
+            probs_t /= 1 + len(MIRRORS)
         # channels_last logits are already (N, H, W, K) in memory: the permute is free.
-        probs = logits.float().softmax(dim=1).permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        probs = probs_t.permute(0, 2, 3, 1).contiguous().cpu().numpy()
         for (index, _), p in zip(chunk, probs):
             yield index, p
 

@@ -32,6 +32,10 @@ class PredictionOptions:
     precision
         ``"auto"`` (bf16 autocast on CPUs with native bf16 units and on CUDA, else fp32),
         ``"bf16"`` or ``"fp32"``.
+    mirroring
+        Test-time augmentation: average each tile's probabilities with those of its three mirror
+        images (left-right, up-down, both; mirrored back). Four times the network time; smoother,
+        usually slightly more accurate probabilities (docs/benchmarks.md measures it).
     progress
         Called with (tiles done, tiles total) after every tile.
     should_stop
@@ -41,6 +45,7 @@ class PredictionOptions:
     tiling: TilingOptions = TilingOptions()
     device: str | torch.device | None = None
     precision: Precision | str = Precision.AUTO
+    mirroring: bool = False
     progress: ProgressCallback | None = None
     should_stop: Callable[[], bool] | None = None
 

@@ -119,6 +119,20 @@ def test_predict_then_threshold_without_the_network(qtbot, viewer_and_widget, ti
     np.testing.assert_array_equal(image_layer.data, original)
 
 
+def test_the_mirroring_checkbox_predicts_the_average_over_mirror_images(qtbot, viewer_and_widget, tiny_model):
+    viewer, widget = viewer_and_widget
+    image = _add_sample(viewer).data
+    assert not widget.mirroring_checkbox.isChecked()  # off by default: four times the time
+    _predict(qtbot, widget)
+    plain = widget.compact
+    widget.mirroring_checkbox.setChecked(True)
+    mirrored = _predict(qtbot, widget).data
+    expected = tiny_model.predict_compact(image, mirroring=True)
+    np.testing.assert_array_equal(widget.compact.best_probability, expected.best_probability)
+    np.testing.assert_array_equal(mirrored, expected.best_class)
+    assert (expected.best_probability != plain.best_probability).mean() > 0.01  # 5 % here
+
+
 def test_predicting_again_replaces_the_result_and_recreates_a_deleted_one(qtbot, viewer_and_widget):
     viewer, widget = viewer_and_widget
     _add_sample(viewer)
@@ -310,13 +324,17 @@ def test_model_info_of_a_model_trained_with_validation(qtbot, make_napari_viewer
     store.publish("validated", trainer.model)
     _, widget = make_napari_viewer().window.add_plugin_dock_widget("napari-deepseg", "Predict")
     assert widget.model_combo.currentText() == "validated"
+    uncertain = (
+        f"{last.validation.uncertain_fraction:.0%} of the pixels around the held-out strokes uncertain"
+    )
     assert widget.model_info.text() == (
         "Architecture: unet (encoder resnet18)\nClasses: 1 background, 2 nucleus\nInput channels: 1\n"
-        f"Training: 3 iterations, last loss {last.loss:.3g}, validation mIoU {last.validation.mean_iou:.2f}"
+        f"Training: 3 iterations, last loss {last.loss:.3g}, "
+        f"validation mIoU {last.validation.mean_iou:.2f} ({uncertain})"
     )
     assert widget.model_info.toolTip() == (
         "unet (resnet18), 2 classes [background, nucleus], 1 input channel(s), 3 iterations, "
-        f"last loss {last.loss:.3g}, validation mIoU {last.validation.mean_iou:.2f}"
+        f"last loss {last.loss:.3g}, validation mIoU {last.validation.mean_iou:.2f} ({uncertain})"
     )
 
 

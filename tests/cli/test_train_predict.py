@@ -116,6 +116,17 @@ def test_train_then_predict(files, capsys):
     expected = f"background: {shares[1]:.1%}, nucleus: {shares[2]:.1%}"
     assert expected in capsys.readouterr().out
 
+    mirrored = files / "mirrored.tif"
+    args = ["--model", str(model), "--image", str(files / "image.tif"), "--precision", "fp32"]
+    assert (
+        main(["predict", *args, "--output", str(mirrored), "--probabilities", str(probs), "--mirroring"]) == 0
+    )
+    image = tifffile.imread(files / "image.tif")
+    np.testing.assert_allclose(
+        tifffile.imread(probs), loaded.predict_proba(image, precision="fp32", mirroring=True), atol=1e-6
+    )
+    assert not np.allclose(tifffile.imread(probs), p, atol=1e-4)
+
 
 def test_bad_input_exits_non_zero_with_a_message(files, capsys):
     code = main(

@@ -190,12 +190,13 @@ def predict_to_zarr(
     progress: Any,
     should_stop: Any,
     path: str | Path | None = None,
+    mirroring: bool = False,
 ) -> LargeLabels:
     """Predict the compact result of ``data`` (and its pyramid) into a new zarr store at ``path``
     (a temporary store by default), or into a folder of memory-mapped ``.npy`` files when zarr (an
     optional extra) is not installed (``path`` without its suffix). A given path must not exist or
     be an empty folder (``FileExistsError`` otherwise). A failed or cancelled prediction leaves no
-    store behind and removes only what it created."""
+    store behind and removes only what it created. ``mirroring``: ``PredictionOptions.mirroring``."""
     try:
         import zarr
     except ImportError:
@@ -213,8 +214,9 @@ def predict_to_zarr(
             _Pyramid(arrays["best_class"]), _Pyramid(arrays["best_probability"]), model.num_classes
         )
         model.predict_compact(
-            data, out=out, channel_axis=channel_axis, progress=progress, should_stop=should_stop
-        )
+            data, out=out, channel_axis=channel_axis, progress=progress, should_stop=should_stop,
+            mirroring=mirroring,
+        )  # fmt: skip
     except BaseException:
         for opened in arrays.values():  # memory maps must be closed before their files go (the
             opened.clear()  # traceback's frames still hold the pyramids, which share these lists)

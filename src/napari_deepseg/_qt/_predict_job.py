@@ -21,13 +21,16 @@ def predict_image(
     with_probabilities: bool,
     progress: Any,
     should_stop: Any,
+    mirroring: bool = False,
 ) -> tuple[CompactProbabilities | None, np.ndarray | LargeLabels | None]:
     """The compact result (and the float probabilities when asked for) of one image; above
     ``LARGE_PIXELS`` no compact result in memory but the :class:`LargeLabels` on disk (no
-    probabilities then)."""
+    probabilities then). ``mirroring``: ``PredictionOptions.mirroring``."""
     if _large_labels.is_large(model, data, channel_axis):
-        return None, _large_labels.predict_to_zarr(model, data, channel_axis, progress, should_stop)
-    options = dict(channel_axis=channel_axis, progress=progress, should_stop=should_stop)
+        return None, _large_labels.predict_to_zarr(
+            model, data, channel_axis, progress, should_stop, mirroring=mirroring
+        )
+    options = dict(channel_axis=channel_axis, progress=progress, should_stop=should_stop, mirroring=mirroring)
     if with_probabilities:
         probabilities = model.predict_proba(data, **options)
         return CompactProbabilities.from_probabilities(probabilities), probabilities

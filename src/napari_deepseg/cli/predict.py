@@ -44,6 +44,11 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--batch-size", type=int, default=tiling.batch_size, help="tiles per forward pass")
     p.add_argument("--device", default=None, help="default: the model's device (CPU) ")
     p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"))
+    p.add_argument(
+        "--mirroring",
+        action="store_true",
+        help="average each tile with its three mirror images (test-time augmentation; 4x the time)",
+    )
     p.add_argument("--channel-axis", type=int, help="default: an OME-Zarr image's channel axis")
     p.add_argument("--chunk-size", type=int, default=CHUNK, help=f"zarr labels chunks (default {CHUNK})")
     cluster = p.add_mutually_exclusive_group()
@@ -75,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         device=args.device,
         precision=args.precision,
+        mirroring=args.mirroring,
     )
     _check_before_running(args, model, image, options)
     streamed = args.output.suffix.lower() in TIFF_SUFFIXES or _is_zarr(args.output)
