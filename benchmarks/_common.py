@@ -11,6 +11,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -294,12 +295,25 @@ def _json_default(value: Any) -> Any:
 
 
 # The A/B options: TrainingConfig fields, and AugmentationConfig fields set over its defaults.
-TRAINING_OPTIONS = ("encoder", "regularisation_weight", "ema_decay", "normalisation", "iterations")
+TRAINING_OPTIONS = (
+    "encoder",
+    "regularisation_weight",
+    "ema_decay",
+    "normalisation",
+    "iterations",
+    "learning_rate",
+    "labelled_patch_fraction",
+)
 AUGMENTATION_OPTIONS = ("gamma", "overexposure")
 
 
 def _set_options(args: Any, names: tuple[str, ...]) -> dict[str, Any]:
     return {n: getattr(args, n) for n in names if getattr(args, n) is not None}
+
+
+def _crf_options(args: Any) -> dict[str, float]:
+    names = {"crf_sigma_intensity": "sigma_intensity", "crf_sigma_xy": "sigma_xy"}
+    return {key: getattr(args, n) for n, key in names.items() if getattr(args, n, None) is not None}
 
 
 def training_options(args: Any) -> dict[str, Any]:
@@ -309,6 +323,11 @@ def training_options(args: Any) -> dict[str, Any]:
         from napari_deepseg.models import unet
 
         unet.DEFAULT_UPSAMPLING = args.upsampling
+    crf = _crf_options(args)
+    if crf:  # the CRF loss's affinity widths, for every Trainer this run builds
+        from napari_deepseg.training import loop
+
+        loop.crf_loss = partial(loop.crf_loss, **crf)
     augmentation = _set_options(args, AUGMENTATION_OPTIONS)
     if augmentation:  # TrainingConfig turns the dict into an AugmentationConfig over the defaults
         options["augmentation"] = dict(asdict(AugmentationConfig()), **augmentation)
@@ -322,6 +341,7 @@ def tag_for(args: Any) -> str:
     options = _set_options(args, TRAINING_OPTIONS + AUGMENTATION_OPTIONS)
     if getattr(args, "upsampling", None):
         options["upsampling"] = args.upsampling
+    options.update(_crf_options(args))
     return ",".join(f"{n}={v}" for n, v in options.items())
 
 
@@ -343,6 +363,8 @@ def add_training_options(parser: Any) -> None:
     group.add_argument("--encoder")
     group.add_argument("--regularisation-weight", type=float)
     group.add_argument("--ema-decay", type=float)
+    group.add_argument("--learning-rate", type=float)
+    group.add_argument("--labelled-patch-fraction", type=float)
     group.add_argument("--normalisation", choices=["per_image", "dataset"])
     group.add_argument(
         "--iterations",
@@ -355,6 +377,14 @@ def add_training_options(parser: Any) -> None:
         "--upsampling",
         choices=["nearest", "bilinear"],
         help="the U-Net decoder's up-sampling for the networks this run builds (not a TrainingConfig field)",
+    )
+    group.add_argument(
+        "--crf-sigma-intensity", type=float, help="crf_loss's sigma_intensity (not a TrainingConfig field)"
+    )
+    group.add_argument(
+        "--crf-sigma-xy",
+        type=float,
+        help="crf_loss's sigma_xy, in pixels of its downsampled grid (not a TrainingConfig field)",
     )
     group.add_argument("--tag", default="", help="goes into the result keys (default: made from the options)")
 

@@ -35,6 +35,7 @@ import argparse
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -93,9 +94,17 @@ def fit_forest(images, labels, seed: int) -> tuple[Callable, dict]:
     )
 
 
-def nucleus_cell(data: Dataset, labels: list, robustness: bool, fit: Callable, *fit_args) -> dict:
+def nucleus_cell(
+    data: Dataset, labels: list, robustness: bool, fit: Callable, *fit_args, mirroring: bool = False
+) -> dict:
+    """``mirroring``: a network's cell also scores its predictions averaged over mirror images
+    (``PredictionOptions.mirroring``), same model: ``mirrored_iou``."""
     predict, out = fit(data.images, labels, *fit_args)
-    return dict(out, **nucleus_evaluation(predict, data, robustness))
+    out = dict(out, **nucleus_evaluation(predict, data, robustness))
+    if mirroring and fit is fit_network:
+        mirrored = nucleus_evaluation(partial(predict, mirroring=True), data, False)
+        out.update(mirrored_iou=mirrored["iou"], mirrored_dice=mirrored["dice"])
+    return out
 
 
 def multiclass_cell(data: Dataset, labels: list, fit: Callable, *fit_args) -> dict:
@@ -132,6 +141,11 @@ def main() -> None:
         help="a torchvision state-dict file for the encoder (ImageNet's, or proxy_encoder.py's): "
         "the networks start from it (pretrained=True) instead of from scratch",
     )
+    parser.add_argument(
+        "--mirroring",
+        action="store_true",
+        help="also score each network on predictions averaged over mirror images (mirrored_iou)",
+    )
     add_training_options(parser)
     args = parser.parse_args()
     tag, options = tag_for(args), training_options(args)
@@ -166,7 +180,7 @@ def main() -> None:
             labels = labels_for(d, kind, facts["seed"])
             if kind.startswith("3-class"):
                 return dict(facts, **multiclass_cell(d, labels, fit, *fit_args))
-            return dict(facts, **nucleus_cell(d, labels, robust, fit, *fit_args))
+            return dict(facts, **nucleus_cell(d, labels, robust, fit, *fit_args, mirroring=args.mirroring))
 
         results.record(key, compute, describe)
 
@@ -216,7 +230,9 @@ def main() -> None:
 
 def describe(r: dict) -> str:
     drop = f"  worst drop {r['worst_drop']:+.3f}" if "worst_drop" in r else ""
-    return f"its {r['iterations']:>5}  {r['train_s']:>6.1f} s  IoU {r['iou']:.3f}  Dice {r['dice']:.3f}{drop}"
+    mirrored = f"  mirrored IoU {r['mirrored_iou']:.3f}" if "mirrored_iou" in r else ""
+    scores = f"IoU {r['iou']:.3f}  Dice {r['dice']:.3f}{drop}{mirrored}"
+    return f"its {r['iterations']:>5}  {r['train_s']:>6.1f} s  {scores}"
 
 
 Group = tuple  # (dataset, method, labels, budget, tag)
