@@ -88,6 +88,11 @@ def test_describe_and_records():
     ]
     assert describe(history) == "2 iterations, last loss 0.25, validation mIoU 0.60"
     assert describe(history[1:]) == "2 iterations, last loss 0.25"
+    history[0]["validation"]["uncertain_fraction"] = 0.042
+    assert describe(history) == (
+        "2 iterations, last loss 0.25, validation mIoU 0.60 "
+        "(4% of the pixels around the held-out strokes uncertain)"
+    )
     assert describe([{"iteration": 4, "loss": None}]) == "4 iterations"
     items = records(history)
     assert records(items) == items and [r.iteration for r in items] == [1, 2]
